@@ -1,0 +1,45 @@
+"""The juliapool Jupyter kernel: Julia notebooks on warm, persistent Julia workers.
+
+    python -m juliapool.kernel -f CONNECTION_FILE [--julia=PATH] [--julia-arg=ARG ...] [--pool-size=N]
+
+`launch()` starts the Julia workers *before* it imports ipykernel, so that Julia boots while Python
+loads the kernel machinery; the kernel itself (`kernel.JuliaKernel`) then answers `kernel_info` at
+once and runs every cell of the notebook on the same worker. `install` writes the kernelspec.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional, Sequence, Tuple
+
+# Two workers: the notebook's own, and a warm spare that takes over at once if the first one dies.
+DEFAULT_POOL_SIZE = 2
+
+
+def _split_argv(argv: Sequence[str]) -> Tuple[argparse.Namespace, List[str]]:
+    """Our own options, and the rest for ipykernel's application (connection file, log level)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--julia", default=None, help="the Julia executable")
+    parser.add_argument("--julia-arg", action="append", default=[], dest="julia_args",
+                        help="an extra argument for Julia, such as --threads=4 or --project=DIR")
+    parser.add_argument("--pool-size", type=int, default=DEFAULT_POOL_SIZE)
+    return parser.parse_known_args(list(argv))
+
+
+def launch(argv: Optional[Sequence[str]] = None) -> None:
+    """Start the pool, then the kernel application; returns when the kernel shuts down."""
+    opts, rest = _split_argv(sys.argv[1:] if argv is None else argv)
+    from juliapool import JuliaProcessPool  # light: no Jupyter imports
+
+    pool = JuliaProcessPool(size=max(1, opts.pool_size), timeout=None, julia_path=opts.julia,
+                            julia_args=opts.julia_args, wait=False)
+    from ipykernel.kernelapp import IPKernelApp  # the slow import, while Julia boots
+
+    from .kernel import JuliaKernel
+
+    JuliaKernel.preset_pool = pool
+    try:
+        IPKernelApp.launch_instance(argv=rest, kernel_class=JuliaKernel)
+    finally:
+        pool.shutdown()

@@ -1,0 +1,3 @@
+"""Start the juliapool Jupyter kernel (see juliapool.kernel.launch)."""
+from juliapool.kernel import launch
+launch()

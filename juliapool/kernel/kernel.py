@@ -1,0 +1,333 @@
+"""`JuliaKernel`: Jupyter's messages mapped onto one juliapool session.
+
+    front end --ZMQ--> ipykernel (shell messages: main thread's asyncio loop; control: own thread)
+      execute_request  -> do_execute -> executor thread: session.run(...) -> the notebook's worker
+                            on_output / on_display (that thread) -> iopub (thread-safe socket)
+                            on_input (that thread) -> stdin socket: input_request / input_reply
+      complete / inspect / is_complete -> session.complete / inspect / is_complete
+      interrupt: SIGINT to this process (kernelspec interrupt_mode "signal") or interrupt_request
+                 ("message") -> a thread calls session.interrupt(): SIGINT to the worker, and the
+                 pool kills and replaces it if the code does not stop within a grace period
+      shutdown_request (also restart) -> pool.shutdown(): no Julia process is left behind
+
+The kernel stays thin: Julia-side behaviour (rich output, `?`/`;`/`]` cells, stdin, completion)
+lives in julia/kernel_support.jl; recovery from crashes lives in the pool, which keeps a warm spare.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import signal
+import threading
+import uuid
+from typing import Any, Callable, ClassVar, Dict, List, Optional
+
+from ipykernel.kernelbase import Kernel
+
+from juliapool import JuliaProcessPool
+
+log = logging.getLogger(__name__)
+
+__version__ = "0.1.0"
+
+# What a cell reports when its worker died: the pool says what happened, the kernel says what it means.
+STATE_LOST = ("The notebook's Julia state (variables, functions, loaded packages) is gone: "
+              "the next cell runs on a fresh Julia worker.")
+FRESH_WORKER_NOTE = ("Note: the notebook's Julia worker had stopped; this cell ran on a fresh one, "
+                     "so variables from earlier cells are gone.\n")
+
+RED, RESET = "\x1b[0;31m", "\x1b[0m"
+VERSION_WAIT = 2.0  # seconds kernel_info may wait for `julia --version` (it takes milliseconds)
+INPUT_POLL_MS = 50
+STREAM_FLUSH_INTERVAL = 0.05  # seconds output may wait to be sent with what follows it
+
+
+class StreamBatcher:
+    """Collects the small chunks a worker prints into fewer `stream` messages.
+
+    Julia writes output in many small pieces; one message per piece would flood the front end.
+    Text waits at most STREAM_FLUSH_INTERVAL, and is sent at once when the other stream or a
+    display comes next, so the order of everything the cell printed is kept.
+    """
+
+    def __init__(self, send: Callable[[str, str], None]) -> None:
+        self._send = send
+        self._lock = threading.Lock()
+        self._name = ""
+        self._parts: List[str] = []
+        self._timer: Optional[threading.Timer] = None
+
+    def write(self, name: str, text: str) -> None:
+        with self._lock:
+            if self._parts and name != self._name:
+                self._flush_locked()
+            self._name = name
+            self._parts.append(text)
+            if self._timer is None:
+                self._timer = threading.Timer(STREAM_FLUSH_INTERVAL, self.flush)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._parts:
+            text, self._parts = "".join(self._parts), []
+            self._send(self._name, text)
+
+
+class JuliaKernel(Kernel):
+    """A Jupyter kernel whose cells run on a persistent Julia worker of a juliapool pool."""
+
+    implementation = "juliapool"
+    implementation_version = __version__
+    language = "julia"
+    help_links = [
+        {"text": "Julia documentation", "url": "https://docs.julialang.org/"},
+        {"text": "juliapool", "url": "https://pypi.org/project/juliapool/"},
+    ]
+
+    # Set by `juliapool.kernel.launch`, which starts the workers before ipykernel is imported.
+    preset_pool: ClassVar[Optional[JuliaProcessPool]] = None
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.pool = self.preset_pool or JuliaProcessPool(size=2, timeout=None, wait=False)
+        # One session per kernel process: every cell reaches the same worker and module.
+        self.julia = self.pool.session(f"notebook-{uuid.uuid4().hex}")
+        self._julia_version: Optional[str] = None
+        self._version_known = threading.Event()
+        threading.Thread(target=self._probe_version, name="julia-version", daemon=True).start()
+        self._cell_running = threading.Event()
+        self._input_cancel = threading.Event()
+        self._loss_reported = False
+        # Workers live in their own process group: the SIGINT that jupyter_client sends to ours
+        # never reaches them, so the kernel forwards it (and keeps it from raising in its loop).
+        signal.signal(signal.SIGINT, self._on_sigint)
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    # ---- kernel_info ---------------------------------------------------------------------------
+
+    def _probe_version(self) -> None:
+        try:
+            self._julia_version = self.pool.julia_version
+        except Exception as e:  # no Julia: cells will say so; kernel_info must still answer
+            log.warning("could not learn the Julia version: %s", e)
+        finally:
+            self._version_known.set()
+
+    @property
+    def julia_version(self) -> str:
+        self._version_known.wait(VERSION_WAIT)
+        return self._julia_version or ""
+
+    @property
+    def language_info(self) -> Dict[str, Any]:  # type: ignore[override]
+        return {
+            "name": "julia",
+            "version": self.julia_version,
+            "mimetype": "application/julia",
+            "file_extension": ".jl",
+            "codemirror_mode": "julia",
+            "pygments_lexer": "julia",
+        }
+
+    @property
+    def banner(self) -> str:  # type: ignore[override]
+        return f"Julia {self.julia_version or '(version unknown)'} on juliapool {__version__}"
+
+    # ---- execute -------------------------------------------------------------------------------
+
+    async def do_execute(self, code: str, silent: bool, store_history: bool = True,
+                         user_expressions: Optional[dict] = None, allow_stdin: bool = False,
+                         *, cell_meta: Optional[dict] = None, cell_id: Optional[str] = None) -> dict:
+        # Callbacks run on the pool's thread, where ipykernel's context variables are not set:
+        # capture the request's parent header and identity here.
+        parent = self.get_parent("shell")
+        ident = self._parent_ident["shell"]
+        self._input_cancel.clear()
+        out = StreamBatcher(functools.partial(self._send_stream, parent))
+
+        def on_display(bundle: Dict[str, str]) -> None:
+            out.flush()
+            self._send_display(parent, bundle)
+
+        def on_input(prompt: str, password: bool) -> str:
+            out.flush()
+            return self._ask_front_end(prompt, password, ident, parent)
+
+        run = functools.partial(
+            self.julia.run, code, filename=f"In[{self.execution_count}]", soft_scope=True,
+            want_result=not silent, allow_input=allow_stdin,
+            on_output=None if silent else out.write,
+            on_display=None if silent else on_display, on_input=on_input)
+        self._cell_running.set()
+        try:
+            rep = await asyncio.get_running_loop().run_in_executor(None, run)
+        except Exception as e:  # the pool itself failed: no Julia, failed start, shut down
+            log.exception("cell failed in the pool")
+            return self._error_reply(parent, silent, type(e).__name__, str(e), [str(e)])
+        finally:
+            self._cell_running.clear()
+            out.flush()
+        return self._finish(parent, silent, rep)
+
+    def _finish(self, parent: dict, silent: bool, rep: Any) -> dict:
+        """Turn the pool's ExecReply into Jupyter messages and the execute_reply."""
+        if rep.worker_restarted and not self._loss_reported and not silent:
+            self._send_stream(parent, "stderr", FRESH_WORKER_NOTE)
+        self._loss_reported = rep.worker_died
+        if rep.status != "ok":
+            lines = traceback_lines(rep.traceback, rep.ename, rep.evalue)
+            if rep.worker_died and "gone" not in rep.evalue:
+                lines.append(STATE_LOST)
+            return self._error_reply(parent, silent, rep.ename or "Error", rep.evalue, lines)
+        if rep.result and not silent:
+            self.session.send(self.iopub_socket, "execute_result",
+                              {"execution_count": self.execution_count,
+                               "data": jsonable_bundle(rep.result), "metadata": {}},
+                              parent=parent, ident=self._topic("execute_result"))
+        return {"status": "ok", "execution_count": self.execution_count,
+                "payload": [], "user_expressions": {}}
+
+    def _error_reply(self, parent: dict, silent: bool, ename: str, evalue: str,
+                     lines: List[str]) -> dict:
+        """Exactly one `error` message on iopub, and the matching reply content."""
+        content = {"ename": ename, "evalue": evalue, "traceback": lines}
+        if not silent:
+            self.session.send(self.iopub_socket, "error", content, parent=parent,
+                              ident=self._topic("error"))
+        return {"status": "error", "execution_count": self.execution_count, **content}
+
+    def _send_stream(self, parent: dict, name: str, text: str) -> None:
+        self.session.send(self.iopub_socket, "stream", {"name": name, "text": text},
+                          parent=parent, ident=self._topic("stream"))
+
+    def _send_display(self, parent: dict, bundle: Dict[str, str]) -> None:
+        self.session.send(self.iopub_socket, "display_data",
+                          {"data": jsonable_bundle(bundle), "metadata": {}, "transient": {}},
+                          parent=parent, ident=self._topic("display_data"))
+
+    # ---- stdin ---------------------------------------------------------------------------------
+
+    def _ask_front_end(self, prompt: str, password: bool, ident: Any, parent: dict) -> str:
+        """One input_request / input_reply exchange. Unlike ipykernel's `_input_request`, it gives
+        up when the cell is interrupted: the worker waits for this answer with SIGINT deferred, so
+        it must get one before the interrupt can land. "\\x04" means end of file to the worker."""
+        while self.stdin_socket.poll(0):  # a stale reply to an earlier request
+            self.session.recv(self.stdin_socket)
+        self.session.send(self.stdin_socket, "input_request",
+                          {"prompt": prompt, "password": password}, parent, ident=ident)
+        while not self._input_cancel.is_set():
+            if not self.stdin_socket.poll(INPUT_POLL_MS):
+                continue
+            _, reply = self.session.recv(self.stdin_socket)
+            if reply and reply["header"]["msg_type"] == "input_reply":
+                return str(reply["content"].get("value", ""))
+        return "\x04"
+
+    # ---- completion and inspection ---------------------------------------------------------------
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        # Off the event loop: the first request may wait for the worker to finish starting.
+        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+    async def do_complete(self, code: str, cursor_pos: Optional[int]) -> dict:
+        cursor_pos = len(code) if cursor_pos is None else cursor_pos
+        try:
+            matches, start, end = await self._call(self.julia.complete, code, cursor_pos)
+        except Exception as e:
+            log.warning("completion failed: %s", e)
+            matches, start, end = [], cursor_pos, cursor_pos
+        return {"status": "ok", "matches": list(matches), "cursor_start": start,
+                "cursor_end": end, "metadata": {}}
+
+    async def do_inspect(self, code: str, cursor_pos: int, detail_level: int = 0,
+                         omit_sections: Any = ()) -> dict:
+        try:
+            data = await self._call(self.julia.inspect, code, cursor_pos, detail_level)
+        except Exception as e:
+            log.warning("inspection failed: %s", e)
+            data = {}
+        return {"status": "ok", "found": bool(data), "data": jsonable_bundle(data), "metadata": {}}
+
+    async def do_is_complete(self, code: str) -> dict:
+        try:
+            status, indent = await self._call(self.julia.is_complete, code)
+        except Exception as e:
+            log.warning("is_complete failed: %s", e)
+            return {"status": "unknown"}
+        return {"status": status, "indent": indent} if status == "incomplete" else {"status": status}
+
+    # ---- interrupt and shutdown ----------------------------------------------------------------
+
+    def pre_handler_hook(self) -> None:
+        """ipykernel makes SIGINT raise KeyboardInterrupt during handlers; ours forwards it."""
+
+    def post_handler_hook(self) -> None:
+        """See pre_handler_hook."""
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        self._interrupt()
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        # Leave the event loop; `launch` then shuts the pool down so no worker outlives us.
+        raise SystemExit(128 + signum)
+
+    async def interrupt_request(self, stream: Any, ident: Any, parent: dict) -> None:
+        """interrupt_mode "message": interrupt the worker, not this process."""
+        self._interrupt()
+        self.session.send(stream, "interrupt_reply", {"status": "ok"}, parent, ident=ident)
+
+    def _interrupt(self) -> None:
+        if not self._cell_running.is_set():
+            return  # between cells there is nothing to interrupt
+        threading.Thread(target=self._interrupt_worker, name="interrupt", daemon=True).start()
+
+    def _interrupt_worker(self) -> None:
+        # Release a pending input request a moment after the SIGINT is on its way, so the worker
+        # gets its answer and the deferred interrupt lands in the user's code.
+        threading.Timer(0.05, self._input_cancel.set).start()
+        try:
+            self.julia.interrupt()
+        except Exception:
+            log.exception("interrupt failed")
+
+    async def do_shutdown(self, restart: bool) -> dict:
+        self._input_cancel.set()
+        await asyncio.get_running_loop().run_in_executor(None, self.pool.shutdown)
+        return {"status": "ok", "restart": restart}
+
+
+def traceback_lines(text: str, ename: str, evalue: str) -> List[str]:
+    """Julia's error text as Jupyter traceback lines: the message first (in red), as IJulia shows it."""
+    text = text.rstrip("\n")
+    if text.startswith("ERROR: "):
+        text = text[len("ERROR: "):]
+    lines = text.split("\n") if text else []
+    if not lines:
+        lines = [f"{ename}: {evalue}" if evalue else ename]
+    lines[0] = f"{RED}{lines[0]}{RESET}"
+    return lines
+
+
+def jsonable_bundle(bundle: Dict[str, str]) -> Dict[str, Any]:
+    """Jupyter wants JSON MIME types as JSON values, not as text; drop one that does not parse."""
+    out: Dict[str, Any] = {}
+    for mime, data in bundle.items():
+        if mime == "application/json" or mime.endswith("+json"):
+            try:
+                out[mime] = json.loads(data)
+            except ValueError:
+                log.warning("dropping %s output that is not valid JSON", mime)
+            continue
+        out[mime] = data
+    return out
