@@ -1,0 +1,297 @@
+# juliapool worker: one persistent Julia process serving requests from Python.
+#
+#   julia worker.jl <protocol-version> <REQ fd> <REP fd>
+#
+# Requests arrive as frames on REQ, replies leave on REP (PROTOCOL.md). The user's code runs in its
+# own Task so that SIGINT becomes an InterruptException inside that task and the worker lives on.
+# Everything else (reading and writing frames, markers) runs with SIGINT deferred, so a late signal
+# can never cut a frame in half; a deferred signal surfaces in the idle loop, where it is ignored.
+#
+# Stdlib only, and nothing newer than Julia 1.5 in syntax or API.
+
+module JuliaPoolWorker
+
+using REPL, Base64
+
+include("protocol.jl")
+include("kernel_support.jl")
+
+mutable struct Request
+    id::UInt32
+    nonce::String
+    display_seq::Int
+end
+
+const REQ_IO = Ref{IO}()
+const REP_IO = Ref{IO}()
+const SESSIONS = Dict{String,Module}()
+const CURRENT = Ref{Union{Request,Nothing}}(nothing)
+# The module user code runs in, so that its own types print as they would in Main (see patch_show).
+const ACTIVE_MODULE = Ref{Module}(Main)
+
+# ---------------------------------------------------------------------------------------------
+# Modules: a fresh one per plain call (no state leaks), a persistent one per session key.
+
+struct EvalInto
+    m::Module
+end
+(e::EvalInto)(x) = Core.eval(e.m, x)
+
+struct IncludeInto
+    m::Module
+end
+(i::IncludeInto)(path::AbstractString) = Base.include(i.m, path)
+(i::IncludeInto)(mapexpr::Function, path::AbstractString) = Base.include(mapexpr, i.m, path)
+
+"A module that behaves like Main for user code: it has `eval` and `include` of its own."
+function new_module(name::Symbol)
+    m = Module(name)
+    Core.eval(m, Expr(:const, Expr(:(=), :eval, EvalInto(m))))
+    Core.eval(m, Expr(:const, Expr(:(=), :include, IncludeInto(m))))
+    return m
+end
+
+function module_for(key::String)
+    key == "" && return new_module(:Snippet)
+    key == "Main" && return Main
+    return get!(() -> new_module(:Notebook), SESSIONS, key)
+end
+
+# Types defined by user code live in its module, not in Main, so Julia would print them with a
+# module prefix (`Main.Snippet.Point(1, 2)`) where `julia -e` prints `Point(1, 2)`. Julia decides
+# that in one place; teach it that the running module counts as Main. Best effort, per version.
+function patch_show()
+    if isdefined(Base, :active_module) && hasmethod(Base.active_module, Tuple{})
+        @eval Base active_module() = $ACTIVE_MODULE[]                          # Julia >= 1.9
+    elseif VERSION < v"1.9" && hasmethod(Base.isvisible, Tuple{Symbol,Module,Module})
+        @eval Base function isvisible(sym::Symbol, parent::Module, from::Module)   # Julia 1.5 - 1.8
+            from === Main && parent === $ACTIVE_MODULE[] && return isdefined(parent, sym)
+            owner = ccall(:jl_binding_owner, Any, (Any, Any), parent, sym)
+            from_owner = ccall(:jl_binding_owner, Any, (Any, Any), from, sym)
+            return owner !== nothing && from_owner === owner &&
+                !isdeprecated(parent, sym) && isdefined(from, sym)
+        end
+    end
+end
+
+# ---------------------------------------------------------------------------------------------
+# Output markers (PROTOCOL.md): tell Python where a request's output ends on each stream.
+
+function write_marker(req::Request, seq::AbstractString)
+    Libc.flush_cstdio()     # C output (printf via ccall) sits in libc's buffer until flushed
+    marker = req.nonce * seq
+    for io in (stdout, stderr)
+        try
+            write(io, marker)
+            flush(io)
+        catch
+            # user code closed or replaced the stream: Python will time out and replace us
+        end
+    end
+end
+
+"Called by KernelDisplay: send a display bundle in its place among the printed output."
+function emit_display(bundle::Vector{Pair{String,String}})
+    req = CURRENT[]
+    req === nothing && return
+    req.display_seq += 1
+    seq = string(req.display_seq, base = 16, pad = 8)
+    write_marker(req, seq)
+    disable_sigint(() -> write_frame(REP_IO[], 'M', req.id, [seq; bundle_fields(bundle)]))
+end
+
+"Called when user code reads stdin in a kernel cell that allows it: ask the front end."
+function ask_front_end(prompt::String, password::Bool)::String
+    req = CURRENT[]
+    req === nothing && return ""
+    disable_sigint() do
+        write_frame(REP_IO[], 'N', req.id, [prompt, password ? "1" : "0"])
+        reply = read_frame(REQ_IO[])
+        reply === nothing && exit(0)
+        return field_string(reply, 1)
+    end
+end
+
+# ---------------------------------------------------------------------------------------------
+# Running user code.
+
+function trim_backtrace(bt)
+    # Keep the user's frames: cut at the first frame of include_string (our entry point), and the
+    # Core.eval frames some Julia versions put between it and the user's top-level code.
+    cut = length(bt)
+    for (i, ip) in enumerate(bt)
+        frames = try StackTraces.lookup(ip) catch; StackTraces.StackFrame[] end
+        if any(f -> f.func === :include_string, frames)
+            cut = i - 1
+            break
+        end
+    end
+    kept = bt[1:cut]
+    while !isempty(kept)
+        frames = try StackTraces.lookup(kept[end]) catch; StackTraces.StackFrame[] end
+        all(f -> endswith(string(f.file), "boot.jl"), frames) || break
+        pop!(kept)
+    end
+    return kept
+end
+
+unwrap(e) = e isa LoadError ? unwrap(e.error) : e
+
+function error_fields(mod::Module, err, bt)
+    e = unwrap(err)
+    io = IOContext(IOBuffer(), :module => mod, :limit => true)
+    text = try
+        print(io, "ERROR: ")
+        Base.invokelatest(showerror, io, e, trim_backtrace(bt); backtrace = true)
+        println(io)
+        String(take!(io.io))
+    catch
+        "ERROR: " * string(typeof(e)) * " (its message could not be shown)\n"
+    end
+    evalue = try
+        Base.invokelatest(sprint, showerror, e; context = :module => mod)
+    catch
+        string(typeof(e))
+    end
+    return ["error", string(typeof(e)), evalue, text]
+end
+
+function evaluate(mod::Module, code::String, filename::String, flags::String)
+    kernel = 'k' in flags
+    try
+        code = kernel ? rewrite_cell(code) : code
+        run() = 's' in flags ? include_string(REPL.softscope, mod, code, filename) :
+                               include_string(mod, code, filename)
+        value = kernel ? with_kernel_io(run, 'i' in flags) : run()
+        fields = ["ok", "", "", ""]
+        if 'r' in flags && value !== nothing && !REPL.ends_with_semicolon(code)
+            append!(fields, bundle_fields(mime_bundle(value)))
+        end
+        return fields
+    catch err
+        fields = error_fields(mod, err, catch_backtrace())
+        if 'p' in flags
+            print(stderr, fields[4])
+            flush(stderr)
+        end
+        return fields
+    end
+end
+
+function with_kernel_io(f, allow_input::Bool)
+    display = KernelDisplay()
+    pushdisplay(display)
+    try
+        return allow_input ? with_stdin(f, ask_front_end) : without_stdin(f)
+    finally
+        popdisplay(display)
+    end
+end
+
+"Wait for the user's task; SIGINT lands here or in the task, and is forwarded to the task."
+function wait_interruptible(task::Task)
+    while !istaskdone(task)
+        try
+            wait(task)
+        catch e
+            if e isa InterruptException && !istaskdone(task)
+                try schedule(task, e; error = true) catch end
+            elseif !(e isa InterruptException)
+                break       # the task itself failed outside `evaluate`: reported below
+            end
+        end
+    end
+end
+
+function handle_exec(frame::Frame)
+    key, code, nonce, filename, flags = (field_string(frame, i) for i in 1:5)
+    mod = module_for(key)
+    req = Request(frame.id, nonce, 0)
+    CURRENT[] = req
+    ACTIVE_MODULE[] = mod
+    task = Task(() -> evaluate(mod, code, filename, flags))
+    reenable_sigint() do
+        schedule(task)
+        wait_interruptible(task)
+    end
+    fields = istaskfailed(task) ? ["error", "InterruptException", "interrupted", "InterruptException\n"] :
+                                  fetch(task)
+    CURRENT[] = nothing
+    ACTIVE_MODULE[] = Main
+    write_marker(req, END_SEQ)
+    write_frame(REP_IO[], 'O', frame.id, fields)
+end
+
+# ---------------------------------------------------------------------------------------------
+# The other requests.
+
+function reply(frame::Frame, fields)
+    write_frame(REP_IO[], 'R', frame.id, fields)
+end
+
+function handle(frame::Frame)
+    k = frame.kind
+    if k == 'E'
+        handle_exec(frame)
+    elseif k == 'C'
+        mod = module_for(field_string(frame, 1))
+        start, stop, matches = complete(mod, field_string(frame, 2), parse(Int, field_string(frame, 3)))
+        reply(frame, [string(start); string(stop); matches])
+    elseif k == 'I'
+        mod = module_for(field_string(frame, 1))
+        bundle = inspect(mod, field_string(frame, 2), parse(Int, field_string(frame, 3)),
+                         parse(Int, field_string(frame, 4)))
+        reply(frame, [isempty(bundle) ? "0" : "1"; bundle_fields(bundle)])
+    elseif k == 'K'
+        status, indent = is_complete(field_string(frame, 1))
+        reply(frame, [status, indent])
+    elseif k == 'D'
+        delete!(SESSIONS, field_string(frame, 1))
+        reply(frame, String[])
+    elseif k == 'P'
+        reply(frame, String[])
+    elseif k == 'Q'
+        flush(stdout); flush(stderr)
+        exit(0)
+    else
+        error("juliapool worker: unknown request kind $(repr(k))")
+    end
+end
+
+"Read the next request; a SIGINT that arrives while idle is ignored."
+function next_request()
+    while true
+        try
+            return read_frame(REQ_IO[])
+        catch e
+            e isa InterruptException || rethrow()
+        end
+    end
+end
+
+function serve()
+    while true
+        frame = next_request()
+        frame === nothing && return      # Python closed the channel: we are done
+        try
+            disable_sigint(() -> Base.invokelatest(handle, frame))
+        catch e
+            # A deferred SIGINT surfaces as we leave disable_sigint: it came too late to matter.
+            e isa InterruptException || rethrow()
+        end
+    end
+end
+
+function main(args)
+    args[1] == PROTOCOL_VERSION || error("juliapool worker: protocol $(args[1]) requested, this is $PROTOCOL_VERSION")
+    Base.exit_on_sigint(false)
+    REQ_IO[] = open(RawFD(parse(Int, args[2])))   # libuv pipe: fdio() would block on pipes (DESIGN.md)
+    REP_IO[] = open(RawFD(parse(Int, args[3])))
+    patch_show()
+    write_frame(REP_IO[], 'H', 0, [string(VERSION), string(getpid())])
+    serve()
+end
+
+end # module
+
+JuliaPoolWorker.main(ARGS)

@@ -1,0 +1,37 @@
+"""The exceptions juliapool raises. Each subclasses a builtin, so callers can catch generically."""
+
+from __future__ import annotations
+
+
+class JuliaPoolError(Exception):
+    """Base class of every juliapool error."""
+
+
+class JuliaNotFoundError(JuliaPoolError, FileNotFoundError):
+    """No Julia executable: neither `julia_path`, $JULIAPOOL_JULIA, `julia` on PATH nor the runtime
+    installed by `juliapool-install-julia`."""
+
+
+class WorkerStartError(JuliaPoolError, RuntimeError):
+    """A Julia worker failed to start; the message carries Julia's own stderr."""
+
+    def __init__(self, reason: str, stderr: str = "") -> None:
+        text = f"Failed to create worker: {reason}"
+        if stderr.strip():
+            text += "\n--- julia stderr ---\n" + stderr.strip()
+        super().__init__(text)
+        self.reason = reason
+        self.stderr = stderr
+
+
+class PoolShutDownError(JuliaPoolError, RuntimeError):
+    """The pool was shut down: it takes no more work. Create a new pool."""
+
+
+class PoolBusyError(JuliaPoolError, TimeoutError):
+    """No worker became free within `checkout_timeout` seconds."""
+
+
+class WorkerDiedError(JuliaPoolError, RuntimeError):
+    """A worker process ended while it was serving a request that cannot be answered from output
+    alone (completion, inspection)."""

@@ -1,0 +1,325 @@
+"""JuliaProcessPool: a thread-safe pool of persistent Julia workers, with sessions.
+
+Data flow::
+
+    caller thread                           JuliaProcessPool                     Julia processes
+    -------------                           ----------------                     ---------------
+    pool.execute(code) ----checkout()--->   idle workers  (Condition)
+         |                                  sessions: key -> Worker (affinity)
+         |  <-------- a Worker ----------   keeper thread: replaces dead idle
+         |                                  workers, recycles old ones,
+         v                                  starts replacements off-lock
+    Worker.execute(code)  --- REQ pipe: frames ------------------------------->  worker.jl
+         ^   the caller's own thread selects on:                                   eval in a
+         |     REP pipe (frames)  <------------------------------------------------  module
+         |     stdout/stderr pipes (user output + markers) <-------------------------
+         |     pidfd (process death), wake pipe (interrupts)
+    CodeExecResult / ExecReply  ---checkin()--->  idle (or retired and replaced)
+
+Who owns what: the pool's lock guards only bookkeeping (idle set, sessions, counts); starting Julia,
+stopping it and every byte of I/O happen outside it. A checked-out Worker belongs to one caller
+thread, which does that worker's I/O itself until it checks the worker back in.
+
+Plain `execute` calls run each snippet in a fresh module, so nothing leaks from one caller to the
+next. A `Session` pins one worker and one module for all its calls (a notebook, a REPL).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+import weakref
+from typing import Callable, Dict, List, Optional, Sequence
+
+from .discovery import find_julia, julia_version, worker_script
+from .errors import PoolBusyError, PoolShutDownError, WorkerStartError
+from .result import CodeExecResult, ExecReply
+from .session import Session
+from .worker import DisplayCallback, InputCallback, OutputCallback, Worker, describe_exit
+
+log = logging.getLogger(__name__)
+
+BASE_FLAGS = ["--startup-file=no", "--history-file=no", "--color=no"]
+# A long-lived worker compiles each snippet once and may run it long: keep Julia's default
+# optimisation (measured in benchmarks/bench_flags.py); only start-up noise is removed.
+WORKER_OPT_FLAGS: List[str] = []
+MAX_START_FAILURES = 3  # consecutive start failures before the pool gives up replacing workers
+
+_live_pools: "weakref.WeakSet[JuliaProcessPool]" = weakref.WeakSet()
+
+
+@atexit.register
+def _shutdown_live_pools() -> None:
+    for pool in list(_live_pools):
+        pool.shutdown()
+
+
+def _env_int(name: str, default: Optional[int]) -> Optional[int]:
+    value = os.environ.get(name)
+    return int(value) if value else default
+
+
+class JuliaProcessPool:
+    """A pool of `size` persistent Julia workers.
+
+    Arguments of the seed API: `size`, `timeout` (default seconds per execution), `julia_path`
+    (else $JULIAPOOL_JULIA, `julia` on PATH, juliaup, the installed runtime), `optimization_flags`
+    (add the Julia flags measured fastest for long-lived workers), `auto_recover` (replace workers
+    that die). Further keyword arguments: `julia_args` (e.g. ["--threads=2", "--project=."]),
+    `preload` (packages to `using` in every worker before it takes work), `warmup` (code run once
+    per worker), `max_calls` / `max_rss_mb` (recycle a worker holding no session after that many
+    calls or that much memory: Julia never frees code made by eval), `checkout_timeout` (how long a
+    caller waits for a free worker), `interrupt_grace` (seconds between SIGINT and SIGKILL),
+    `wait` (block until all workers are up; False returns at once and workers start behind).
+    """
+
+    def __init__(self, size: int = 4, timeout: float = 60, julia_path: Optional[str] = None,
+                 optimization_flags: bool = True, auto_recover: bool = True, *,
+                 julia_args: Sequence[str] = (), preload: Sequence[str] = (), warmup: Optional[str] = None,
+                 max_calls: Optional[int] = None, max_rss_mb: Optional[int] = None,
+                 checkout_timeout: Optional[float] = None, interrupt_grace: float = 2.0,
+                 start_timeout: float = 120.0, wait: bool = True, env: Optional[Dict[str, str]] = None) -> None:
+        if size < 1:
+            raise ValueError("size must be at least 1")
+        self.size = size
+        self.timeout = timeout
+        self.julia_path = find_julia(julia_path)
+        self.auto_recover = auto_recover
+        self.julia_args = BASE_FLAGS + (WORKER_OPT_FLAGS if optimization_flags else []) + list(julia_args)
+        self.preload = list(preload)
+        self.warmup = warmup
+        self.max_calls = max_calls if max_calls is not None else _env_int("JULIAPOOL_MAX_CALLS", 5000)
+        self.max_rss_mb = max_rss_mb if max_rss_mb is not None else _env_int("JULIAPOOL_MAX_RSS_MB", 2048)
+        self.checkout_timeout = checkout_timeout
+        self.interrupt_grace = interrupt_grace
+        self.start_timeout = start_timeout
+        self.env = env
+        self._cond = threading.Condition()
+        self._workers: List[Worker] = []  # every live worker, busy or idle
+        self._idle: List[Worker] = []
+        self._starting = 0
+        self._start_failures = 0
+        self._start_error: Optional[WorkerStartError] = None
+        self._closed = False
+        self._seq = 0
+        _live_pools.add(self)
+        for _ in range(size):
+            self._start_worker_async()
+        self._keeper = threading.Thread(target=self._keep, name="juliapool-keeper", daemon=True)
+        self._keeper.start()
+        if wait:
+            self._wait_until_started()
+
+    # ---- public API ------------------------------------------------------------------------
+
+    def execute(self, code: str, timeout: Optional[float] = None, *,
+                on_output: Optional[OutputCallback] = None) -> CodeExecResult:
+        """Run `code` in a fresh module on a free worker. `on_output(stream, text)` streams output."""
+        return self.run(code, timeout=timeout, on_output=on_output).to_result()
+
+    def run(self, code: str, timeout: Optional[float] = None, *, on_output: Optional[OutputCallback] = None) -> ExecReply:
+        """Like `execute`, returning the full `ExecReply`."""
+        worker = self.checkout()
+        try:
+            return worker.execute(code, timeout=self._timeout(timeout), grace=self.interrupt_grace,
+                                  on_output=on_output)
+        finally:
+            self.checkin(worker)
+
+    def session(self, key: Optional[str] = None) -> Session:
+        """A Session: every call reaches the same worker and the same module (state persists)."""
+        self._check_open()
+        with self._cond:
+            self._seq += 1
+            return Session(self, key if key is not None else f"session-{self._seq}")
+
+    @property
+    def julia_version(self) -> str:
+        """The Julia version the workers run (cheap `julia --version` probe, cached)."""
+        return julia_version(self.julia_path)
+
+    def shutdown(self, timeout: float = 2.0) -> None:
+        """Stop every worker (ask, SIGTERM, SIGKILL). Idempotent; running calls end with an error."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            workers = list(self._workers)
+            self._workers.clear()
+            self._idle.clear()
+            self._cond.notify_all()
+        threads = [threading.Thread(target=w.stop, args=(timeout,), daemon=True) for w in workers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        log.info("pool shut down (%d workers)", len(workers))
+
+    def __enter__(self) -> "JuliaProcessPool":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    def __repr__(self) -> str:
+        return (f"<JuliaProcessPool size={self.size} workers={len(self._workers)} idle={len(self._idle)} "
+                f"{'closed' if self._closed else 'open'}>")
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def worker_pids(self) -> List[int]:
+        with self._cond:
+            return [w.pid for w in self._workers if w.pid]
+
+    # ---- checkout / checkin ----------------------------------------------------------------
+
+    def _timeout(self, timeout: Optional[float]) -> Optional[float]:
+        t = self.timeout if timeout is None else timeout
+        return t if t and t > 0 else None
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise PoolShutDownError("this JuliaProcessPool was shut down; create a new one")
+
+    def checkout(self, want: Optional[Worker] = None,
+                 choose: Optional[Callable[[List[Worker]], Optional[Worker]]] = None) -> Worker:
+        """Take an idle worker (`want` if given) and mark it busy; wait, without polling, up to
+        `checkout_timeout` seconds. Dead idle workers found on the way are replaced."""
+        deadline = None if self.checkout_timeout is None else time.monotonic() + self.checkout_timeout
+        with self._cond:
+            while True:
+                self._check_open()
+                self._reap_dead_idle()
+                if want is None:
+                    pick = (choose or _fewest_sessions)(self._idle)
+                elif want in self._workers:
+                    pick = want if want in self._idle else None
+                else:
+                    raise LookupError(f"{want.name} is gone")
+                if pick is not None:
+                    self._idle.remove(pick)
+                    return pick
+                self._raise_if_broken()
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise PoolBusyError(f"no Julia worker became free within {self.checkout_timeout}s")
+                self._cond.wait(left)
+
+    def checkin(self, worker: Worker) -> None:
+        """Return a worker after a call: idle again, or retired (dead, or due for recycling)."""
+        retire = not worker.alive or (not worker.sessions and self._due_for_recycling(worker))
+        with self._cond:
+            if worker not in self._workers:  # removed by shutdown meanwhile
+                retire = True
+            elif retire:
+                self._workers.remove(worker)
+                if self._should_replace():
+                    self._start_worker_async()
+            else:
+                self._idle.append(worker)
+            self._cond.notify_all()
+        if retire:
+            if worker.alive:
+                log.info("%s: recycled after %d calls", worker.name, worker.calls)
+            threading.Thread(target=worker.stop, daemon=True).start()
+
+    def _due_for_recycling(self, worker: Worker) -> bool:
+        if self.max_calls and worker.calls >= self.max_calls:
+            return True
+        return bool(self.max_rss_mb) and worker.rss_bytes() > self.max_rss_mb * 2**20
+
+    def _reap_dead_idle(self) -> None:
+        """Under the lock: drop idle workers whose process ended, and start replacements."""
+        for worker in [w for w in self._idle if not w.alive]:
+            log.warning("%s: died while idle (%s)", worker.name, describe_exit(worker.poll()))
+            self._idle.remove(worker)
+            self._workers.remove(worker)
+            threading.Thread(target=worker.stop, daemon=True).start()
+            if self._should_replace():
+                self._start_worker_async()
+
+    def _should_replace(self) -> bool:
+        return (self.auto_recover and not self._closed and self._start_failures < MAX_START_FAILURES
+                and len(self._workers) + self._starting < self.size)
+
+    def _raise_if_broken(self) -> None:
+        if not self._workers and not self._starting and self._start_error is not None:
+            raise self._start_error
+        if not self._workers and not self._starting:
+            raise WorkerStartError("no Julia worker is left and auto_recover is off")
+
+    # ---- starting workers (never under the lock) -------------------------------------------
+
+    def _start_worker_async(self) -> None:
+        """Under the lock: count a start and do it in a thread of its own."""
+        self._starting += 1
+        self._seq += 1
+        name = f"julia-worker-{self._seq}"
+        threading.Thread(target=self._start_worker, args=(name,), name=name, daemon=True).start()
+
+    def _start_worker(self, name: str) -> None:
+        worker = Worker(self.julia_path, str(worker_script()), self.julia_args, self.env, name)
+        try:
+            worker.start(self.start_timeout)
+            self._prepare(worker)
+        except WorkerStartError as e:
+            worker.stop()
+            log.error("%s", e)
+            with self._cond:
+                self._starting -= 1
+                self._start_failures += 1
+                self._start_error = e
+                self._cond.notify_all()
+            return
+        with self._cond:
+            self._starting -= 1
+            if self._closed:
+                threading.Thread(target=worker.stop, daemon=True).start()
+                return
+            self._start_failures = 0
+            self._workers.append(worker)
+            self._idle.append(worker)
+            self._cond.notify_all()
+
+    def _prepare(self, worker: Worker) -> None:
+        """Preload packages and warm up, before the worker takes work. Errors here are start errors."""
+        steps = [("using " + ", ".join(self.preload), "Main")] if self.preload else []
+        if self.warmup:
+            steps.append((self.warmup, "Main"))
+        # Compile the worker's own paths (success, error, display) so the first real call is fast.
+        steps += [("nothing", ""), ('error("warm-up")', "")]
+        for code, module in steps:
+            reply = worker.execute(code, module=module, flags="", timeout=self.start_timeout)
+            if reply.worker_died or (reply.status != "ok" and module == "Main"):
+                raise WorkerStartError(f"preloading failed: {reply.evalue or describe_exit(worker.poll())}",
+                                       reply.traceback or reply.stderr)
+        worker.calls = 0
+
+    def _wait_until_started(self) -> None:
+        with self._cond:
+            while self._starting and not self._start_error:
+                self._cond.wait()
+            error = self._start_error
+        if error is not None:
+            self.shutdown()
+            raise error
+
+    # ---- the keeper: notices workers that die while idle -----------------------------------
+
+    def _keep(self) -> None:
+        while True:
+            with self._cond:
+                if self._closed:
+                    return
+                self._reap_dead_idle()
+                self._cond.wait(0.5)
+
+
+def _fewest_sessions(idle: List[Worker]) -> Optional[Worker]:
+    """Plain calls prefer workers that hold no session state (they may be recycled freely)."""
+    return min(idle, key=lambda w: len(w.sessions), default=None)

@@ -1,0 +1,562 @@
+"""One Julia worker process and its lifecycle (`Worker`), and one running execution (`_Run`).
+
+A `Worker` is used by one caller at a time (the pool guarantees it); that caller's thread does the
+I/O of its request itself: it waits with one `select` on the reply pipe, the user's stdout and
+stderr pipes, the process's pidfd and a wake-up pipe. So output is drained while the code runs
+(no pipe ever fills up), a death is noticed at once, and no extra thread sits between the caller
+and its result. Only `interrupt()` and `kill()` are called from other threads.
+
+Lifecycle, in `subprocess.Popen`'s words: `start` -> (`execute` | `request`)* -> `stop`, which climbs
+a ladder: ask the worker to quit, SIGTERM, SIGKILL to its process group, each with a timeout.
+"""
+
+from __future__ import annotations
+
+import codecs
+import logging
+import os
+import selectors
+import signal
+import subprocess
+import threading
+import time
+from typing import Callable, Dict, List, Optional, Sequence
+
+from . import protocol
+from .errors import WorkerDiedError, WorkerStartError
+from .protocol import END_SEQ, Frame, FrameReader, MarkerScanner
+from .result import TIMEOUT_EXIT_CODE, ExecReply
+
+log = logging.getLogger(__name__)
+
+OutputCallback = Callable[[str, str], None]  # (stream name, text)
+DisplayCallback = Callable[[Dict[str, str]], None]
+InputCallback = Callable[[str, bool], str]  # (prompt, password) -> answer
+
+READ_SIZE = 1 << 20
+STREAMS = ("stdout", "stderr")
+
+
+def describe_exit(returncode: Optional[int]) -> str:
+    if returncode is None:
+        return "the Julia worker stopped answering"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"the Julia worker was killed by signal {-returncode} ({name})"
+    return f"the Julia worker exited with code {returncode}"
+
+
+class Worker:
+    """One persistent Julia process (`julia/worker.jl`), spoken to over private pipes."""
+
+    def __init__(self, julia: str, script: str, julia_args: Sequence[str] = (), env: Optional[dict] = None,
+                 name: str = "worker") -> None:
+        self.julia = julia
+        self.script = script
+        self.julia_args = list(julia_args)
+        self.env = env
+        self.name = name
+        self.proc: Optional[subprocess.Popen] = None
+        self.julia_version = ""
+        self.calls = 0  # executions served, for recycling
+        self.sessions: set = set()  # session keys whose module lives here
+        self.ended_by = ""  # which step of the stop ladder ended the process
+        self._next_id = 0
+        self._busy = threading.RLock()  # held by the one caller doing I/O
+        self._state_lock = threading.Lock()
+        self._running: Optional[_Run] = None
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self.proc.pid if self.proc else None
+
+    def start(self, timeout: float = 120.0) -> None:
+        """Spawn Julia and wait for its hello; raise WorkerStartError with Julia's stderr if it fails."""
+        req_r, self._req_w = os.pipe()
+        self._rep_r, rep_w = os.pipe()
+        cmd = [self.julia, *self.julia_args, self.script, protocol.PROTOCOL_VERSION, str(req_r), str(rep_w)]
+        log.debug("%s: starting %s", self.name, cmd)
+        try:
+            self.proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                pass_fds=(req_r, rep_w), start_new_session=True, env=self.env)
+        except OSError as e:
+            for fd in (req_r, rep_w, self._req_w, self._rep_r):
+                os.close(fd)
+            raise WorkerStartError(f"cannot run {self.julia!r}: {e}") from e
+        finally:
+            if self.proc is not None:
+                os.close(req_r)
+                os.close(rep_w)
+        self._open_selector()
+        hello = self._wait_for_hello(time.monotonic() + timeout)
+        self.julia_version = hello.text(0)
+        log.info("%s: Julia %s ready (pid %s)", self.name, self.julia_version, self.pid)
+
+    def _open_selector(self) -> None:
+        assert self.proc and self.proc.stdout and self.proc.stderr
+        self._out_fds = {self.proc.stdout.fileno(): "stdout", self.proc.stderr.fileno(): "stderr"}
+        self._sel = selectors.DefaultSelector()
+        for fd, name in self._out_fds.items():
+            os.set_blocking(fd, False)
+            self._sel.register(fd, selectors.EVENT_READ, name)
+        os.set_blocking(self._rep_r, False)
+        self._sel.register(self._rep_r, selectors.EVENT_READ, "reply")
+        self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self._pidfd = -1
+        if hasattr(os, "pidfd_open"):
+            try:
+                self._pidfd = os.pidfd_open(self.proc.pid)
+                self._sel.register(self._pidfd, selectors.EVENT_READ, "exit")
+            except OSError:  # old kernel: EOF on the reply pipe tells us instead
+                self._pidfd = -1
+        self._frames = FrameReader()
+
+    def _wait_for_hello(self, deadline: float) -> Frame:
+        err = bytearray()
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.kill()
+                raise WorkerStartError(f"Julia did not start within the start-up timeout", err.decode(errors="replace"))
+            for key, _ in self._sel.select(min(left, 1.0)):
+                what = key.data
+                if what == "reply":
+                    frames = self._read_frames()
+                    if frames and frames[0].kind == "H":
+                        return frames[0]
+                    if frames is None:
+                        self._start_failed(err)
+                elif what in STREAMS:
+                    data = self._read(key.fd)
+                    if what == "stderr" and data:
+                        err += data[-65536:]
+                elif what == "exit":
+                    self._start_failed(err)
+            if self.proc and self.proc.poll() is not None:
+                self._start_failed(err)
+
+    def _start_failed(self, err: bytearray) -> None:
+        # Give stderr a moment to deliver Julia's last words before reporting.
+        fd = self.proc.stderr.fileno() if self.proc and self.proc.stderr else -1
+        end = time.monotonic() + 1.0
+        while fd >= 0 and time.monotonic() < end:
+            data = self._read(fd)
+            if not data:
+                break
+            err += data
+        code = self.proc.wait() if self.proc else None
+        self._close_fds()
+        raise WorkerStartError(describe_exit(code), err.decode(errors="replace"))
+
+    def poll(self) -> Optional[int]:
+        """The exit code if the process has ended, else None (like Popen.poll)."""
+        return self.proc.poll() if self.proc else -1
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the process (0 if unknown), for recycling decisions."""
+        try:
+            with open(f"/proc/{self.pid}/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            return 0
+
+    def interrupt(self) -> bool:
+        """Send SIGINT if a request is running (thread-safe). Returns whether one was sent."""
+        with self._state_lock:
+            run = self._running
+            if run is None or not self.alive:
+                return False
+            if run.interrupted_at is None:
+                run.interrupted_at = time.monotonic()
+            self._signal(signal.SIGINT)
+        self._wake()
+        return True
+
+    def kill(self) -> None:
+        """SIGKILL the worker's whole process group (it and whatever it spawned); thread-safe."""
+        self._signal(signal.SIGKILL, group=True)
+        self._wake()
+
+    def _signal(self, sig: int, group: bool = False) -> None:
+        if not self.proc or self.proc.returncode is not None:
+            return
+        try:
+            if group:
+                os.killpg(self.proc.pid, sig)
+            else:
+                self.proc.send_signal(sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
+
+    def stop(self, timeout: float = 2.0) -> str:
+        """End the process: ask it to quit, then SIGTERM, then SIGKILL. Idempotent.
+        Returns the step that ended it ("exited", "quit", "terminate", "kill")."""
+        if self.proc is None:
+            return self.ended_by or "never-started"
+        if self.proc.poll() is None:
+            self.ended_by = self._stop_ladder(timeout)
+        self._signal_group_leftovers()
+        self._close_fds()
+        return self.ended_by or "exited"
+
+    def _stop_ladder(self, timeout: float) -> str:
+        assert self.proc
+        if self._busy.acquire(blocking=False):  # only ask politely when nobody is mid-request
+            try:
+                os.write(self._req_w, protocol.encode_frame("Q", 0))
+                self.proc.wait(timeout)
+                return "quit"
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+            finally:
+                self._busy.release()
+        for step, sig in (("terminate", signal.SIGTERM), ("kill", signal.SIGKILL)):
+            self._signal(sig, group=sig == signal.SIGKILL)
+            try:
+                self.proc.wait(timeout)
+                return step
+            except subprocess.TimeoutExpired:
+                continue
+        return "kill"
+
+    def _signal_group_leftovers(self) -> None:
+        # Children the worker started (run(`...`)) share its process group: end them too.
+        if self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            self.proc.wait()
+
+    def _close_fds(self) -> None:
+        sel = getattr(self, "_sel", None)
+        if sel is not None:
+            sel.close()
+            self._sel = None
+        for attr in ("_req_w", "_rep_r", "_pidfd"):
+            fd = getattr(self, attr, -1)
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+                setattr(self, attr, -1)
+        if self.proc is not None:
+            for stream in (self.proc.stdout, self.proc.stderr):
+                if stream is not None:
+                    stream.close()
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._wake_r = self._wake_w = -1
+
+    # ---- low-level I/O ---------------------------------------------------------------------
+
+    def _read(self, fd: int) -> bytes:
+        try:
+            return os.read(fd, READ_SIZE)
+        except BlockingIOError:
+            return b""
+        except OSError:
+            return b""
+
+    def _read_frames(self) -> Optional[List[Frame]]:
+        """Frames now readable on the reply pipe; None at end of file (the worker is gone)."""
+        try:
+            data = os.read(self._rep_r, READ_SIZE)
+        except BlockingIOError:
+            return []
+        if not data:
+            return None
+        return self._frames.feed(data)
+
+    def _send(self, kind: str, request_id: int, fields: Sequence[protocol.Field] = ()) -> None:
+        data = protocol.encode_frame(kind, request_id, fields)
+        view = memoryview(data)
+        os.set_blocking(self._req_w, True)
+        while view:
+            n = os.write(self._req_w, view)
+            view = view[n:]
+
+    def _new_id(self) -> int:
+        self._next_id = (self._next_id % 0xFFFFFFFE) + 1
+        return self._next_id
+
+    def _drain_stale_output(self) -> None:
+        """Drop output that arrived between requests (a background task): it belongs to nobody."""
+        for fd, name in self._out_fds.items():
+            while True:
+                data = self._read(fd)
+                if not data:
+                    break
+                log.debug("%s: dropped %d bytes of %s printed between requests", self.name, len(data), name)
+        try:
+            os.read(self._wake_r, 4096)
+        except OSError:
+            pass
+
+    # ---- requests --------------------------------------------------------------------------
+
+    def execute(self, code: str, *, module: str = "", filename: str = "none", flags: str = "p",
+                timeout: Optional[float] = None, grace: float = 2.0,
+                on_output: Optional[OutputCallback] = None, on_display: Optional[DisplayCallback] = None,
+                on_input: Optional[InputCallback] = None) -> ExecReply:
+        """Run `code` (PROTOCOL.md `E` request) and return when it is done, dead or timed out."""
+        with self._busy:
+            self._drain_stale_output()
+            rid = self._new_id()
+            run = _Run(rid, protocol.new_nonce(), on_output, on_display, on_input)
+            with self._state_lock:
+                self._running = run
+            try:
+                self._send("E", rid, [module, code, run.nonce, filename, flags])
+                self._pump(run, timeout, grace)
+            except (BrokenPipeError, ConnectionResetError):
+                self._pump(run, 1.0, 0.0)  # it died before reading: collect the remains
+            finally:
+                with self._state_lock:
+                    self._running = None
+            self.calls += 1
+            reply = run.reply(self.proc.returncode if self.proc else None)
+            if run.interrupted_at is not None and not run.saw_interrupt() and self.alive:
+                self._settle_late_interrupt()
+            return reply
+
+    def _pump(self, run: "_Run", timeout: Optional[float], grace: float) -> None:
+        """Move bytes until the run is complete; escalate on timeout: SIGINT, then SIGKILL."""
+        start = time.monotonic()
+        deadline = start + timeout if timeout else None
+        while not run.complete:
+            now = time.monotonic()
+            if run.interrupted_at is not None:
+                kill_at = run.interrupted_at + grace
+                deadline = kill_at if deadline is None else min(deadline, kill_at)
+            if deadline is not None and now >= deadline:
+                if timeout and now - start >= timeout and not run.timed_out:
+                    run.timed_out, run.timeout = True, timeout
+                if run.interrupted_at is None:
+                    self.interrupt()
+                    deadline = None
+                    continue
+                log.warning("%s: code did not stop %.1fs after SIGINT: killing the worker", self.name, grace)
+                run.killed = True
+                self.kill()
+                self._collect_after_death(run)
+                return
+            wait = None if deadline is None else max(0.0, deadline - now)
+            for key, _ in self._sel.select(wait):
+                if self._handle_event(key, run):
+                    self._collect_after_death(run)
+                    return
+
+    def _handle_event(self, key: selectors.SelectorKey, run: "_Run") -> bool:
+        """Process one readable fd; True when the worker has ended."""
+        what = key.data
+        if what in STREAMS:
+            data = self._read(key.fd)
+            if data:
+                run.on_stream(what, data)
+        elif what == "reply":
+            frames = self._read_frames()
+            if frames is None:
+                return True
+            for frame in frames:
+                answer = run.on_frame(frame)
+                if answer is not None:
+                    self._send("N", run.id, [answer])
+        elif what == "wake":
+            try:
+                os.read(self._wake_r, 4096)
+            except OSError:
+                pass
+        elif what == "exit":
+            return True
+        return False
+
+    def _collect_after_death(self, run: "_Run") -> None:
+        """The worker ended (or is being killed): reap it and keep every byte it wrote."""
+        assert self.proc
+        self._signal(signal.SIGKILL, group=True)  # also ends children that hold our pipes open
+        self.proc.wait()
+        end = time.monotonic() + 2.0
+        open_fds = dict(self._out_fds)
+        while open_fds and time.monotonic() < end:
+            for fd, name in list(open_fds.items()):
+                data = self._read(fd)
+                if data:
+                    run.on_stream(name, data)
+                else:
+                    del open_fds[fd]
+        run.on_death()
+
+    def _settle_late_interrupt(self) -> None:
+        # The code finished just as our SIGINT was sent: let the signal land in the idle loop
+        # (where the worker ignores it) before anyone else's code runs here.
+        time.sleep(0.05)
+        try:
+            self.request("P", [], timeout=5.0)
+        except WorkerDiedError:
+            pass
+
+    def request(self, kind: str, fields: Sequence[protocol.Field], timeout: float = 30.0) -> Frame:
+        """A short request that answers with one `R` frame (complete, inspect, is_complete, ping, drop)."""
+        with self._busy:
+            if not self.alive:
+                raise WorkerDiedError(describe_exit(self.poll()))
+            self._drain_stale_output()
+            rid = self._new_id()
+            self._send(kind, rid, fields)
+            deadline = time.monotonic() + timeout
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self.kill()
+                    raise WorkerDiedError(f"the Julia worker did not answer a {kind!r} request within {timeout}s; it was killed")
+                for key, _ in self._sel.select(left):
+                    if key.data == "reply":
+                        frames = self._read_frames()
+                        if frames is None:
+                            raise WorkerDiedError(describe_exit(self.proc.wait() if self.proc else None))
+                        for frame in frames:
+                            if frame.id == rid and frame.kind == "R":
+                                return frame
+                    elif key.data in STREAMS:
+                        self._read(key.fd)  # completion code may print: it belongs to nobody
+                    elif key.data == "exit":
+                        raise WorkerDiedError(describe_exit(self.proc.wait() if self.proc else None))
+
+
+class _Run:
+    """The state of one execution: its output so far, its display events, its end."""
+
+    def __init__(self, rid: int, nonce: str, on_output: Optional[OutputCallback],
+                 on_display: Optional[DisplayCallback], on_input: Optional[InputCallback]) -> None:
+        self.id = rid
+        self.nonce = nonce
+        self.on_output = on_output
+        self.on_display = on_display
+        self.on_input = on_input
+        self.scanners = {name: MarkerScanner(nonce) for name in STREAMS}
+        self.decoders = {name: codecs.getincrementaldecoder("utf-8")(errors="replace") for name in STREAMS}
+        self.chunks: Dict[str, List[bytes]] = {name: [] for name in STREAMS}
+        self.ended = {name: False for name in STREAMS}  # end marker seen
+        self.marks: Dict[str, set] = {name: set() for name in STREAMS}
+        self.pending_displays: List[tuple] = []  # (seq, bundle) waiting for their markers
+        self.done: Optional[Frame] = None
+        self.died = False
+        self.killed = False
+        self.timed_out = False
+        self.timeout: Optional[float] = None
+        self.interrupted_at: Optional[float] = None
+
+    def saw_interrupt(self) -> bool:
+        return self.done is not None and self.done.text(1) == "InterruptException"
+
+    @property
+    def complete(self) -> bool:
+        return self.died or (self.done is not None and all(self.ended.values()))
+
+    def on_stream(self, name: str, data: bytes) -> None:
+        if self.ended[name]:
+            return  # after the end marker: a background task's output, nobody's
+        for item in self.scanners[name].feed(data):
+            if isinstance(item, tuple):
+                self._on_marker(name, item[0])
+                if self.ended[name]:
+                    return
+            else:
+                self._emit(name, item)
+
+    def _emit(self, name: str, data: bytes) -> None:
+        self.chunks[name].append(data)
+        if self.on_output is not None:
+            text = self.decoders[name].decode(data)
+            if text:
+                self.on_output(name, text)
+
+    def _on_marker(self, name: str, seq: bytes) -> None:
+        if seq == END_SEQ:
+            self.ended[name] = True
+        else:
+            self.marks[name].add(seq)
+        self._release_displays()
+
+    def on_frame(self, frame: Frame) -> Optional[str]:
+        """Handle a reply frame; returns an answer to send back for an input request."""
+        if frame.id != self.id:
+            log.debug("ignoring frame %r for request %d", frame.kind, frame.id)
+        elif frame.kind == "O":
+            self.done = frame
+        elif frame.kind == "M":
+            self.pending_displays.append((frame.fields[0], protocol.bundle_from_fields(frame.fields[1:])))
+            self._release_displays()
+        elif frame.kind == "N":
+            prompt, password = frame.text(0), frame.text(1) == "1"
+            return self.on_input(prompt, password) if self.on_input else ""
+        return None
+
+    def _release_displays(self) -> None:
+        # A display goes out once the text printed before it has gone out on both streams.
+        while self.pending_displays:
+            seq, bundle = self.pending_displays[0]
+            if not all(seq in self.marks[n] or self.ended[n] for n in STREAMS):
+                return
+            self.pending_displays.pop(0)
+            if self.on_display is not None:
+                self.on_display(bundle)
+
+    def on_death(self) -> None:
+        self.died = self.done is None or not all(self.ended.values())
+        for name in STREAMS:
+            held = self.scanners[name].flush()
+            if held and not self.ended[name]:
+                self._emit(name, held)
+        self.marks = {n: {s for s, _ in self.pending_displays} for n in STREAMS}
+        self._release_displays()
+
+    def reply(self, returncode: Optional[int]) -> ExecReply:
+        out = {n: b"".join(self.chunks[n]).decode("utf-8", errors="replace") for n in STREAMS}
+        rep = ExecReply(stdout=out["stdout"], stderr=out["stderr"])
+        if self.done is not None:
+            status, ename, evalue, tb = self.done.texts()[:4]
+            rep.status, rep.ename, rep.evalue, rep.traceback = status, ename, evalue, tb
+            rep.result = protocol.bundle_from_fields(self.done.fields[4:])
+            rep.exit_code = 0 if status == "ok" else 1
+        if self.died:
+            rep.worker_died = True
+            rep.status = "error"
+            rep.exit_code = returncode if returncode is not None else -9
+            if not self.killed:
+                rep.ename, rep.evalue = "WorkerDied", describe_exit(returncode)
+        if self.timed_out:
+            rep.timed_out = True
+            rep.status = "error"
+            rep.exit_code = TIMEOUT_EXIT_CODE
+            note = f"Execution timed out after {self.timeout:g} seconds"
+            rep.ename, rep.evalue = "TimeoutError", note
+            rep.stderr += ("" if not rep.stderr or rep.stderr.endswith("\n") else "\n") + note + "\n"
+        elif self.killed:
+            rep.ename = "InterruptException"
+            rep.evalue = "the code did not stop after an interrupt, so its worker was killed"
+        return rep
