@@ -46,7 +46,8 @@ BASE_FLAGS = ["--startup-file=no", "--history-file=no", "--color=no"]
 # A long-lived worker compiles each snippet once and may run it long: keep Julia's default
 # optimisation (measured in benchmarks/bench_flags.py); only start-up noise is removed.
 WORKER_OPT_FLAGS: List[str] = []
-MAX_START_FAILURES = 3  # consecutive start failures before the pool gives up replacing workers
+MAX_START_FAILURES = 3
+RSS_CHECK_EVERY = 16  # consecutive start failures before the pool gives up replacing workers
 
 _live_pools: "weakref.WeakSet[JuliaProcessPool]" = weakref.WeakSet()
 
@@ -194,13 +195,15 @@ class JuliaProcessPool:
         with self._cond:
             while True:
                 self._check_open()
-                self._reap_dead_idle()
                 if want is None:
                     pick = (choose or _fewest_sessions)(self._idle)
                 elif want in self._workers:
                     pick = want if want in self._idle else None
                 else:
                     raise LookupError(f"{want.name} is gone")
+                if pick is not None and not pick.alive:  # died while idle: replace, look again
+                    self._reap_dead_idle()
+                    continue
                 if pick is not None:
                     self._idle.remove(pick)
                     return pick
@@ -231,7 +234,9 @@ class JuliaProcessPool:
     def _due_for_recycling(self, worker: Worker) -> bool:
         if self.max_calls and worker.calls >= self.max_calls:
             return True
-        return bool(self.max_rss_mb) and worker.rss_bytes() > self.max_rss_mb * 2**20
+        # Memory grows slowly (code made by eval): looking every RSS_CHECK_EVERY calls is enough.
+        due = worker.calls % RSS_CHECK_EVERY == 0 and bool(self.max_rss_mb)
+        return due and worker.rss_bytes() > self.max_rss_mb * 2**20
 
     def _reap_dead_idle(self) -> None:
         """Under the lock: drop idle workers whose process ended, and start replacements."""

@@ -292,10 +292,8 @@ class Worker:
         return self._frames.feed(data)
 
     def _send(self, kind: str, request_id: int, fields: Sequence[protocol.Field] = ()) -> None:
-        data = protocol.encode_frame(kind, request_id, fields)
-        view = memoryview(data)
-        os.set_blocking(self._req_w, True)
-        while view:
+        view = memoryview(protocol.encode_frame(kind, request_id, fields))
+        while view:  # the request pipe stays blocking: Julia reads it while we write
             n = os.write(self._req_w, view)
             view = view[n:]
 
@@ -305,16 +303,11 @@ class Worker:
 
     def _drain_stale_output(self) -> None:
         """Drop output that arrived between requests (a background task): it belongs to nobody."""
-        for fd, name in self._out_fds.items():
-            while True:
-                data = self._read(fd)
-                if not data:
-                    break
-                log.debug("%s: dropped %d bytes of %s printed between requests", self.name, len(data), name)
-        try:
-            os.read(self._wake_r, 4096)
-        except OSError:
-            pass
+        for key, _ in self._sel.select(0):
+            if key.data in STREAMS or key.data == "wake":
+                data = self._read(key.fd)
+                if key.data in STREAMS:
+                    log.debug("%s: dropped %d bytes of %s printed between requests", self.name, len(data), key.data)
 
     # ---- requests --------------------------------------------------------------------------
 
