@@ -139,24 +139,19 @@ end
 # ---------------------------------------------------------------------------------------------
 # Running user code.
 
+lookup(ip) = try StackTraces.lookup(ip) catch; StackTraces.StackFrame[] end
+is_own_frame(f) = dirname(string(f.file)) == @__DIR__     # worker.jl, kernel_support.jl, protocol.jl
+
 function trim_backtrace(bt)
-    # Keep the user's frames: cut at the first frame of include_string (our entry point), and the
-    # Core.eval frames some Julia versions put between it and the user's top-level code.
-    cut = length(bt)
-    for (i, ip) in enumerate(bt)
-        frames = try StackTraces.lookup(ip) catch; StackTraces.StackFrame[] end
-        if any(f -> f.func === :include_string, frames)
-            cut = i - 1
-            break
-        end
-    end
-    kept = bt[1:cut]
-    while !isempty(kept)
-        frames = try StackTraces.lookup(kept[end]) catch; StackTraces.StackFrame[] end
-        all(f -> endswith(string(f.file), "boot.jl"), frames) || break
+    # Keep the user's frames: cut at the first frame of include_string (our entry point), drop the
+    # Core.eval frames some Julia versions put between it and the user's top-level code, and the
+    # worker's own frames (its stdin and display stand-ins) wherever they are.
+    cut = something(findfirst(ip -> any(f -> f.func === :include_string, lookup(ip)), bt), length(bt) + 1)
+    kept = bt[1:cut-1]
+    while !isempty(kept) && all(f -> endswith(string(f.file), "boot.jl"), lookup(kept[end]))
         pop!(kept)
     end
-    return kept
+    return filter(ip -> !any(is_own_frame, lookup(ip)), kept)
 end
 
 unwrap(e) = e isa LoadError ? unwrap(e.error) : e

@@ -74,7 +74,8 @@ class JuliaProcessPool:
     per worker), `max_calls` / `max_rss_mb` (recycle a worker holding no session after that many
     calls or that much memory: Julia never frees code made by eval), `checkout_timeout` (how long a
     caller waits for a free worker), `interrupt_grace` (seconds between SIGINT and SIGKILL),
-    `wait` (block until all workers are up; False returns at once and workers start behind).
+    `wait` (block until all workers are up; False returns at once and workers start behind),
+    `warm_kernel` (also compile the notebook paths before a worker takes work: the kernel sets it).
     """
 
     def __init__(self, size: int = 4, timeout: float = 60, julia_path: Optional[str] = None,
@@ -82,7 +83,8 @@ class JuliaProcessPool:
                  julia_args: Sequence[str] = (), preload: Sequence[str] = (), warmup: Optional[str] = None,
                  max_calls: Optional[int] = None, max_rss_mb: Optional[int] = None,
                  checkout_timeout: Optional[float] = None, interrupt_grace: float = 2.0,
-                 start_timeout: float = 120.0, wait: bool = True, env: Optional[Dict[str, str]] = None) -> None:
+                 start_timeout: float = 120.0, wait: bool = True, env: Optional[Dict[str, str]] = None,
+                 warm_kernel: bool = False) -> None:
         if size < 1:
             raise ValueError("size must be at least 1")
         self.size = size
@@ -98,6 +100,7 @@ class JuliaProcessPool:
         self.interrupt_grace = interrupt_grace
         self.start_timeout = start_timeout
         self.env = env
+        self.warm_kernel = warm_kernel
         self._cond = threading.Condition()
         self._workers: List[Worker] = []  # every live worker, busy or idle
         self._idle: List[Worker] = []
@@ -296,14 +299,29 @@ class JuliaProcessPool:
         steps = [("using " + ", ".join(self.preload), "Main")] if self.preload else []
         if self.warmup:
             steps.append((self.warmup, "Main"))
-        # Compile the worker's own paths (success, error, display) so the first real call is fast.
-        steps += [("nothing", ""), ('error("warm-up")', "")]
         for code, module in steps:
             reply = worker.execute(code, module=module, flags="", timeout=self.start_timeout)
-            if reply.worker_died or (reply.status != "ok" and module == "Main"):
+            if reply.status != "ok":
                 raise WorkerStartError(f"preloading failed: {reply.evalue or describe_exit(worker.poll())}",
                                        reply.traceback or reply.stderr)
+        self._warm_up(worker)
         worker.calls = 0
+
+    def _warm_up(self, worker: Worker) -> None:
+        """Compile the worker's own paths (success, error, and for notebooks display, completion),
+        so that the first real call does not pay Julia's compilation of them."""
+        calls = [("nothing", ""), ('error("warm-up")', "")]
+        if self.warm_kernel:
+            cell = 'x = 1; for i in 1:2; x += i; end; println(x); display([1, 2]); "x"'
+            calls += [(cell, "session:warm-up"), ('error("warm-up")', "session:warm-up")]
+        for code, module in calls:
+            reply = worker.execute(code, module=module, flags="ksr" if module else "", timeout=self.start_timeout)
+            if reply.worker_died:
+                raise WorkerStartError(f"the worker died while warming up: {reply.evalue}", reply.stderr)
+        if self.warm_kernel:
+            for kind, fields in (("C", ["session:warm-up", "prin", "4"]), ("I", ["session:warm-up", "println", "3", "0"]),
+                                 ("K", ["for i in 1:2"]), ("D", ["session:warm-up"])):
+                worker.request(kind, fields, timeout=self.start_timeout)
 
     def _wait_until_started(self) -> None:
         with self._cond:
