@@ -35,7 +35,7 @@ import weakref
 from typing import Callable, Dict, List, Optional, Sequence
 
 from .discovery import find_julia, julia_version, worker_script
-from .errors import PoolBusyError, PoolShutDownError, WorkerStartError
+from .errors import PoolBusyError, PoolShutDownError, WorkerDiedError, WorkerStartError
 from .result import CodeExecResult, ExecReply
 from .session import Session
 from .worker import DisplayCallback, InputCallback, OutputCallback, Worker, describe_exit
@@ -126,12 +126,17 @@ class JuliaProcessPool:
 
     def run(self, code: str, timeout: Optional[float] = None, *, on_output: Optional[OutputCallback] = None) -> ExecReply:
         """Like `execute`, returning the full `ExecReply`."""
-        worker = self.checkout()
-        try:
-            return worker.execute(code, timeout=self._timeout(timeout), grace=self.interrupt_grace,
-                                  on_output=on_output)
-        finally:
-            self.checkin(worker)
+        for attempt in range(3):
+            worker = self.checkout()
+            try:
+                return worker.execute(code, timeout=self._timeout(timeout), grace=self.interrupt_grace,
+                                      on_output=on_output)
+            except WorkerDiedError as e:  # died before it read the code: safe to run it elsewhere
+                log.warning("%s: %s; retrying on another worker", worker.name, e)
+                error = e
+            finally:
+                self.checkin(worker)
+        raise error
 
     def session(self, key: Optional[str] = None) -> Session:
         """A Session: every call reaches the same worker and the same module (state persists)."""
@@ -155,7 +160,8 @@ class JuliaProcessPool:
             self._workers.clear()
             self._idle.clear()
             self._cond.notify_all()
-        threads = [threading.Thread(target=w.stop, args=(timeout,), daemon=True) for w in workers]
+        threads = [threading.Thread(target=w.stop, args=(timeout, "the pool was shut down during this call"), daemon=True)
+                   for w in workers]
         for t in threads:
             t.start()
         for t in threads:

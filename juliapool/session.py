@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
+from .errors import WorkerDiedError
 from .result import CodeExecResult, ExecReply
 from .worker import DisplayCallback, InputCallback, OutputCallback, Worker, describe_exit
 
@@ -56,16 +57,21 @@ class Session:
         else:
             flags, filename = "p", "none"
         with self._calls:
-            worker = self._acquire()
-            self._running = True
-            try:
-                reply = worker.execute(code, module=self.module, filename=filename, flags=flags,
-                                       timeout=self.pool._timeout(timeout), grace=self.pool.interrupt_grace,
-                                       on_output=on_output, on_display=on_display, on_input=on_input)
-            finally:
-                self._running = False
-                self._release(worker)
-            return self._annotate(reply)
+            for attempt in range(3):
+                worker = self._acquire()
+                self._running = True
+                try:
+                    reply = worker.execute(code, module=self.module, filename=filename, flags=flags,
+                                           timeout=self.pool._timeout(timeout), grace=self.pool.interrupt_grace,
+                                           on_output=on_output, on_display=on_display, on_input=on_input)
+                    return self._annotate(reply)
+                except WorkerDiedError as e:  # died while idle, before it read the code
+                    self._lost = f"the session's worker died while idle ({e})"
+                    error = e
+                finally:
+                    self._running = False
+                    self._release(worker)
+            raise error
 
     def _annotate(self, reply: ExecReply) -> ExecReply:
         if self._lost is not None:

@@ -64,6 +64,7 @@ class Worker:
         self.calls = 0  # executions served, for recycling
         self.sessions: set = set()  # session keys whose module lives here
         self.ended_by = ""  # which step of the stop ladder ended the process
+        self.kill_reason = ""  # why we killed it, for the result of the call it was running
         self._next_id = 0
         self._busy = threading.RLock()  # held by the one caller doing I/O
         self._state_lock = threading.Lock()
@@ -185,8 +186,10 @@ class Worker:
         self._wake()
         return True
 
-    def kill(self) -> None:
-        """SIGKILL the worker's whole process group (it and whatever it spawned); thread-safe."""
+    def kill(self, reason: str = "") -> None:
+        """SIGKILL the worker's whole process group (it and whatever it spawned); thread-safe.
+        `reason` becomes the message of the call that was running."""
+        self.kill_reason = self.kill_reason or reason
         self._signal(signal.SIGKILL, group=True)
         self._wake()
 
@@ -207,28 +210,35 @@ class Worker:
         except OSError:
             pass
 
-    def stop(self, timeout: float = 2.0) -> str:
-        """End the process: ask it to quit, then SIGTERM, then SIGKILL. Idempotent.
-        Returns the step that ended it ("exited", "quit", "terminate", "kill")."""
+    def stop(self, timeout: float = 2.0, reason: str = "") -> str:
+        """End the process: ask it to quit, then SIGTERM, then SIGKILL, each step with `timeout`.
+        Idempotent. Returns the step that ended it ("exited", "quit", "terminate", "kill").
+
+        If a caller is mid-request, the process is killed at once and that caller, which owns the
+        pipes, gets a result that gives `reason`; the pipes are closed when it lets go."""
         if self.proc is None:
             return self.ended_by or "never-started"
-        if self.proc.poll() is None:
-            self.ended_by = self._stop_ladder(timeout)
-        self._signal_group_leftovers()
-        self._close_fds()
+        if not self._busy.acquire(blocking=False):
+            self.kill(reason or "the worker was stopped")
+            self.ended_by = self.ended_by or "kill"
+            return self.ended_by
+        try:
+            if self.proc.poll() is None:
+                self.ended_by = self._stop_ladder(timeout)
+            self._signal_group_leftovers()
+            self._close_fds()
+        finally:
+            self._busy.release()
         return self.ended_by or "exited"
 
     def _stop_ladder(self, timeout: float) -> str:
         assert self.proc
-        if self._busy.acquire(blocking=False):  # only ask politely when nobody is mid-request
-            try:
-                os.write(self._req_w, protocol.encode_frame("Q", 0))
-                self.proc.wait(timeout)
-                return "quit"
-            except (OSError, subprocess.TimeoutExpired):
-                pass
-            finally:
-                self._busy.release()
+        try:
+            os.write(self._req_w, protocol.encode_frame("Q", 0))
+            self.proc.wait(timeout)
+            return "quit"
+        except (OSError, subprocess.TimeoutExpired):
+            pass
         for step, sig in (("terminate", signal.SIGTERM), ("kill", signal.SIGKILL)):
             self._signal(sig, group=sig == signal.SIGKILL)
             try:
@@ -323,15 +333,16 @@ class Worker:
             with self._state_lock:
                 self._running = run
             try:
-                self._send("E", rid, [module, code, run.nonce, filename, flags])
+                try:
+                    self._send("E", rid, [module, code, run.nonce, filename, flags])
+                except OSError as e:  # it died before it could read the code: nothing ran
+                    raise WorkerDiedError(describe_exit(self._reap())) from e
                 self._pump(run, timeout, grace)
-            except (BrokenPipeError, ConnectionResetError):
-                self._pump(run, 1.0, 0.0)  # it died before reading: collect the remains
             finally:
                 with self._state_lock:
                     self._running = None
             self.calls += 1
-            reply = run.reply(self.proc.returncode if self.proc else None)
+            reply = run.reply(self.proc.returncode if self.proc else None, self.kill_reason)
             if run.interrupted_at is not None and not run.saw_interrupt() and self.alive:
                 self._settle_late_interrupt()
             return reply
@@ -386,6 +397,10 @@ class Worker:
         elif what == "exit":
             return True
         return False
+
+    def _reap(self) -> Optional[int]:
+        self._signal(signal.SIGKILL, group=True)
+        return self.proc.wait() if self.proc else None
 
     def _collect_after_death(self, run: "_Run") -> None:
         """The worker ended (or is being killed): reap it and keep every byte it wrote."""
@@ -528,7 +543,7 @@ class _Run:
         self.marks = {n: {s for s, _ in self.pending_displays} for n in STREAMS}
         self._release_displays()
 
-    def reply(self, returncode: Optional[int]) -> ExecReply:
+    def reply(self, returncode: Optional[int], kill_reason: str = "") -> ExecReply:
         out = {n: b"".join(self.chunks[n]).decode("utf-8", errors="replace") for n in STREAMS}
         rep = ExecReply(stdout=out["stdout"], stderr=out["stderr"])
         if self.done is not None:
@@ -541,7 +556,9 @@ class _Run:
             rep.status = "error"
             rep.exit_code = returncode if returncode is not None else -9
             if not self.killed:
-                rep.ename, rep.evalue = "WorkerDied", describe_exit(returncode)
+                rep.ename, rep.evalue = "WorkerDied", kill_reason or describe_exit(returncode)
+                if kill_reason or (returncode or 0) < 0:  # not the code's own exit(n): say what happened
+                    rep.stderr += f"juliapool: {rep.evalue}\n"
         if self.timed_out:
             rep.timed_out = True
             rep.status = "error"
