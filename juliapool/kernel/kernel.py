@@ -141,6 +141,13 @@ class JuliaKernel(Kernel):
         }
 
     @property
+    def kernel_info(self) -> Dict[str, Any]:
+        info = dict(super().kernel_info)
+        # ipykernel advertises its debugger and subshells; this kernel offers neither.
+        info["supported_features"] = []
+        return info
+
+    @property
     def banner(self) -> str:  # type: ignore[override]
         return f"Julia {self.julia_version or '(version unknown)'} on juliapool {__version__}"
 
