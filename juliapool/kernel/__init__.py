@@ -30,16 +30,21 @@ def _split_argv(argv: Sequence[str]) -> Tuple[argparse.Namespace, List[str]]:
 def launch(argv: Optional[Sequence[str]] = None) -> None:
     """Start the pool, then the kernel application; returns when the kernel shuts down."""
     opts, rest = _split_argv(sys.argv[1:] if argv is None else argv)
-    from juliapool import JuliaProcessPool  # light: no Jupyter imports
+    from juliapool import JuliaPoolError, JuliaProcessPool  # light: no Jupyter imports
 
-    pool = JuliaProcessPool(size=max(1, opts.pool_size), timeout=None, julia_path=opts.julia,
-                            julia_args=opts.julia_args, wait=False)
+    pool, error = None, None
+    try:
+        pool = JuliaProcessPool(size=max(1, opts.pool_size), timeout=None, julia_path=opts.julia,
+                                julia_args=opts.julia_args, wait=False, warm_kernel=True)
+    except JuliaPoolError as e:  # no Julia: the kernel still starts, and every cell says why
+        error = e
     from ipykernel.kernelapp import IPKernelApp  # the slow import, while Julia boots
 
     from .kernel import JuliaKernel
 
-    JuliaKernel.preset_pool = pool
+    JuliaKernel.preset_pool, JuliaKernel.preset_pool_error = pool, error
     try:
         IPKernelApp.launch_instance(argv=rest, kernel_class=JuliaKernel)
     finally:
-        pool.shutdown()
+        if pool is not None:
+            pool.shutdown()

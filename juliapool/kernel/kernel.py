@@ -23,13 +23,15 @@ import logging
 import signal
 import threading
 import uuid
-from typing import Any, Callable, ClassVar, Dict, List, Optional
+from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple
 
 from ipykernel.kernelbase import Kernel
 
-from juliapool import JuliaProcessPool
+from juliapool import JuliaPoolError, JuliaProcessPool, Session
 
 log = logging.getLogger(__name__)
+
+from . import DEFAULT_POOL_SIZE
 
 __version__ = "0.1.0"
 
@@ -97,12 +99,13 @@ class JuliaKernel(Kernel):
 
     # Set by `juliapool.kernel.launch`, which starts the workers before ipykernel is imported.
     preset_pool: ClassVar[Optional[JuliaProcessPool]] = None
+    preset_pool_error: ClassVar[Optional[JuliaPoolError]] = None
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.pool = self.preset_pool or JuliaProcessPool(size=2, timeout=None, wait=False)
+        self.pool, self.pool_error = self._make_pool()
         # One session per kernel process: every cell reaches the same worker and module.
-        self.julia = self.pool.session(f"notebook-{uuid.uuid4().hex}")
+        self.julia = self.pool.session(f"notebook-{uuid.uuid4().hex}") if self.pool else None
         self._julia_version: Optional[str] = None
         self._version_known = threading.Event()
         threading.Thread(target=self._probe_version, name="julia-version", daemon=True).start()
@@ -114,9 +117,27 @@ class JuliaKernel(Kernel):
         signal.signal(signal.SIGINT, self._on_sigint)
         signal.signal(signal.SIGTERM, self._on_sigterm)
 
+    def _make_pool(self) -> Tuple[Optional[JuliaProcessPool], Optional[JuliaPoolError]]:
+        if self.preset_pool is not None or self.preset_pool_error is not None:
+            return self.preset_pool, self.preset_pool_error
+        try:
+            return JuliaProcessPool(size=DEFAULT_POOL_SIZE, timeout=None, wait=False,
+                                    warm_kernel=True), None
+        except JuliaPoolError as e:  # no Julia: start anyway, every cell will say why
+            return None, e
+
+    def _session(self) -> Session:
+        if self.julia is None:
+            assert self.pool_error is not None
+            raise self.pool_error
+        return self.julia
+
     # ---- kernel_info ---------------------------------------------------------------------------
 
     def _probe_version(self) -> None:
+        if self.pool is None:
+            self._version_known.set()
+            return
         try:
             self._julia_version = self.pool.julia_version
         except Exception as e:  # no Julia: cells will say so; kernel_info must still answer
@@ -172,7 +193,7 @@ class JuliaKernel(Kernel):
             return self._ask_front_end(prompt, password, ident, parent)
 
         run = functools.partial(
-            self.julia.run, code, filename=f"In[{self.execution_count}]", soft_scope=True,
+            self._run_on_session, code, filename=f"In[{self.execution_count}]", soft_scope=True,
             want_result=not silent, allow_input=allow_stdin,
             on_output=None if silent else out.write,
             on_display=None if silent else on_display, on_input=on_input)
@@ -187,6 +208,9 @@ class JuliaKernel(Kernel):
             out.flush()
         return self._finish(parent, silent, rep)
 
+    def _run_on_session(self, code: str, **kwargs: Any) -> Any:
+        return self._session().run(code, **kwargs)
+
     def _finish(self, parent: dict, silent: bool, rep: Any) -> dict:
         """Turn the pool's ExecReply into Jupyter messages and the execute_reply."""
         if rep.worker_restarted and not self._loss_reported and not silent:
@@ -194,7 +218,7 @@ class JuliaKernel(Kernel):
         self._loss_reported = rep.worker_died
         if rep.status != "ok":
             lines = traceback_lines(rep.traceback, rep.ename, rep.evalue)
-            if rep.worker_died and "gone" not in rep.evalue:
+            if rep.worker_died and "lost" not in rep.evalue and "gone" not in rep.evalue:
                 lines.append(STATE_LOST)
             return self._error_reply(parent, silent, rep.ename or "Error", rep.evalue, lines)
         if rep.result and not silent:
@@ -250,7 +274,7 @@ class JuliaKernel(Kernel):
     async def do_complete(self, code: str, cursor_pos: Optional[int]) -> dict:
         cursor_pos = len(code) if cursor_pos is None else cursor_pos
         try:
-            matches, start, end = await self._call(self.julia.complete, code, cursor_pos)
+            matches, start, end = await self._call(self._session().complete, code, cursor_pos)
         except Exception as e:
             log.warning("completion failed: %s", e)
             matches, start, end = [], cursor_pos, cursor_pos
@@ -260,7 +284,7 @@ class JuliaKernel(Kernel):
     async def do_inspect(self, code: str, cursor_pos: int, detail_level: int = 0,
                          omit_sections: Any = ()) -> dict:
         try:
-            data = await self._call(self.julia.inspect, code, cursor_pos, detail_level)
+            data = await self._call(self._session().inspect, code, cursor_pos, detail_level)
         except Exception as e:
             log.warning("inspection failed: %s", e)
             data = {}
@@ -268,7 +292,7 @@ class JuliaKernel(Kernel):
 
     async def do_is_complete(self, code: str) -> dict:
         try:
-            status, indent = await self._call(self.julia.is_complete, code)
+            status, indent = await self._call(self._session().is_complete, code)
         except Exception as e:
             log.warning("is_complete failed: %s", e)
             return {"status": "unknown"}
@@ -304,13 +328,14 @@ class JuliaKernel(Kernel):
         # gets its answer and the deferred interrupt lands in the user's code.
         threading.Timer(0.05, self._input_cancel.set).start()
         try:
-            self.julia.interrupt()
+            self._session().interrupt()
         except Exception:
             log.exception("interrupt failed")
 
     async def do_shutdown(self, restart: bool) -> dict:
         self._input_cancel.set()
-        await asyncio.get_running_loop().run_in_executor(None, self.pool.shutdown)
+        if self.pool is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.pool.shutdown)
         return {"status": "ok", "restart": restart}
 
 
