@@ -99,6 +99,43 @@ function patch_show()
 end
 
 # ---------------------------------------------------------------------------------------------
+# Compilation. Julia compiles every method before it first runs it, and compiling the worker's own
+# paths (error printing, MIME bundles, completion) takes seconds on first use, far more than
+# running them. So the worker's own code runs in Julia's interpreter (as under --compile=min) and
+# the user's code is compiled as usual: we flip jl_options.compile_enabled around each snippet.
+# Code that background tasks run between requests is interpreted too (slower, still correct).
+
+const COMPILE_ON = Int8(1)     # JL_OPTIONS_COMPILE_ON
+const COMPILE_MIN = Int8(3)    # JL_OPTIONS_COMPILE_MIN
+const SWITCH_COMPILE = Ref(false)
+const INTERPRET_CHECKED = Ref(false)
+
+function set_compile(mode::Int8)
+    SWITCH_COMPILE[] || return
+    field = findfirst(==(:compile_enabled), fieldnames(Base.JLOptions))
+    unsafe_store!(Ptr{Int8}(cglobal(:jl_options) + fieldoffset(Base.JLOptions, field)), mode)
+end
+
+"Interpret the worker's own code, unless Julia was started with its own --compile choice."
+function interpret_worker_code()
+    INTERPRET_CHECKED[] && return
+    INTERPRET_CHECKED[] = true
+    wanted = get(ENV, "JULIAPOOL_INTERPRET_WORKER", "1") != "0"
+    SWITCH_COMPILE[] = wanted && :compile_enabled in fieldnames(Base.JLOptions) &&
+                       Base.JLOptions().compile_enabled == COMPILE_ON
+    set_compile(COMPILE_MIN)
+end
+
+function compiled(f)
+    set_compile(COMPILE_ON)
+    try
+        return f()
+    finally
+        set_compile(COMPILE_MIN)
+    end
+end
+
+# ---------------------------------------------------------------------------------------------
 # Output markers (PROTOCOL.md): tell Python where a request's output ends on each stream.
 
 function write_marker(req::Request, seq::AbstractString)
@@ -179,8 +216,9 @@ function evaluate(mod::Module, code::String, filename::String, flags::String)
     kernel = 'k' in flags
     try
         code = kernel ? rewrite_cell(code) : code
-        run() = 's' in flags ? include_string(REPL.softscope, mod, code, filename) :
-                               include_string(mod, code, filename)
+        run() = compiled() do
+            's' in flags ? include_string(REPL.softscope, mod, code, filename) : include_string(mod, code, filename)
+        end
         value = kernel ? with_kernel_io(run, 'i' in flags) : run()
         fields = ["ok", "", "", ""]
         if 'r' in flags && value !== nothing && !REPL.ends_with_semicolon(code)
@@ -229,9 +267,12 @@ function handle_exec(frame::Frame)
     CURRENT[] = req
     ACTIVE_MODULE[] = mod
     task = Task(() -> evaluate(mod, code, filename, flags))
-    reenable_sigint() do
+    Base.sigatomic_end()        # SIGINT may now arrive: it is meant for this code
+    try
         schedule(task)
         wait_interruptible(task)
+    finally
+        Base.sigatomic_begin()
     end
     fields = istaskfailed(task) ? ["error", "InterruptException", "interrupted", "InterruptException\n"] :
                                   fetch(task)
@@ -290,26 +331,44 @@ end
 
 function serve()
     while true
-        disable_sigint(prepare_spare_module)
+        Base.sigatomic_begin()      # SIGINT is deferred while we read, write and dispatch
+        try
+            prepare_spare_module()
+        finally
+            Base.sigatomic_end()
+        end
         frame = next_request()
         frame === nothing && return      # Python closed the channel: we are done
+        Base.sigatomic_begin()
         try
-            disable_sigint(() -> Base.invokelatest(handle, frame))
+            handle(frame)
         catch e
-            # A deferred SIGINT surfaces as we leave disable_sigint: it came too late to matter.
             e isa InterruptException || rethrow()
+        finally
+            try
+                Base.sigatomic_end()
+            catch e
+                # A deferred SIGINT surfaces here, after the reply went out: too late to matter.
+                e isa InterruptException || rethrow()
+            end
         end
     end
 end
 
-"Compile the interrupt path now, so the first interrupt is as quick as the others."
-function warm_up_interrupts()
-    task = Task(() -> try sleep(10) catch e; e end)
-    schedule(task)
-    yield()
-    schedule(task, InterruptException(); error = true)
-    wait(task)
-    error_fields(Main, InterruptException(), backtrace())
+"""Compile the loop that every request runs through; everything else is left to the interpreter
+(see `interpret_worker_code`), which is how a worker becomes ready in a fraction of the time."""
+function compile_hot_path()
+    P = Base.PipeEndpoint
+    for (f, types) in ((serve, ()), (next_request, ()), (read_frame, (P,)), (read_exact, (P, Int)),
+                       (decode_body, (Vector{UInt8},)), (field_string, (Frame, Int)), (handle, (Frame,)),
+                       (handle_exec, (Frame,)), (module_for, (String,)), (fresh_module, ()),
+                       (prepare_spare_module, ()), (new_module, (Symbol,)), (set_const, (Module, Symbol, EvalInto)),
+                       (set_const, (Module, Symbol, IncludeInto)), (write_marker, (Request, String)),
+                       (evaluate, (Module, String, String, String)), (wait_interruptible, (Task,)),
+                       (encode_frame, (Char, UInt32, Vector{String})), (write_frame, (P, Char, UInt32, Vector{String})),
+                       (reply, (Frame, Vector{String})), (compiled, (Function,)), (set_compile, (Int8,)))
+        precompile(f, types) || @debug "precompile failed" f types
+    end
 end
 
 function open_channel(fd::Int)
@@ -324,7 +383,8 @@ function main(args)
     REQ_IO[] = open_channel(parse(Int, args[2]))
     REP_IO[] = open_channel(parse(Int, args[3]))
     patch_show()
-    warm_up_interrupts()
+    compile_hot_path()
+    interpret_worker_code()
     write_frame(REP_IO[], 'H', 0, [string(VERSION), string(getpid())])
     serve()
 end
