@@ -101,9 +101,11 @@ end
 # ---------------------------------------------------------------------------------------------
 # Compilation. Julia compiles every method before it first runs it, and compiling the worker's own
 # paths (error printing, MIME bundles, completion) takes seconds on first use, far more than
-# running them. So the worker's own code runs in Julia's interpreter (as under --compile=min) and
-# the user's code is compiled as usual: we flip jl_options.compile_enabled around each snippet.
-# Code that background tasks run between requests is interpreted too (slower, still correct).
+# running them. With JULIAPOOL_INTERPRET_WORKER=1 (the pool's `fast_start`, which the kernel uses)
+# the worker's own code runs in Julia's interpreter (as under --compile=min), except the request
+# loop compiled at start-up, and the user's code is compiled as usual: we flip
+# jl_options.compile_enabled around each snippet. Code that background tasks run between
+# requests is then interpreted too (slower, still correct).
 
 const COMPILE_ON = Int8(1)     # JL_OPTIONS_COMPILE_ON
 const COMPILE_MIN = Int8(3)    # JL_OPTIONS_COMPILE_MIN
@@ -120,7 +122,7 @@ end
 function interpret_worker_code()
     INTERPRET_CHECKED[] && return
     INTERPRET_CHECKED[] = true
-    wanted = get(ENV, "JULIAPOOL_INTERPRET_WORKER", "1") != "0"
+    wanted = get(ENV, "JULIAPOOL_INTERPRET_WORKER", "0") == "1"
     SWITCH_COMPILE[] = wanted && :compile_enabled in fieldnames(Base.JLOptions) &&
                        Base.JLOptions().compile_enabled == COMPILE_ON
     set_compile(COMPILE_MIN)
