@@ -224,7 +224,7 @@ function evaluate(mod::Module, code::String, filename::String, flags::String)
         value = kernel ? with_kernel_io(run, 'i' in flags) : run()
         fields = ["ok", "", "", ""]
         if 'r' in flags && value !== nothing && !REPL.ends_with_semicolon(code)
-            append!(fields, bundle_fields(mime_bundle(value)))
+            append!(fields, bundle_fields(compiled(() -> mime_bundle(value))))   # user's show methods
         end
         return fields
     catch err
@@ -373,6 +373,16 @@ function compile_hot_path()
     end
 end
 
+"Compile the interrupt path now, so that the first interrupt is as quick as the others."
+function warm_up_interrupts()
+    task = Task(() -> try sleep(10) catch e; e end)
+    schedule(task)
+    yield()
+    schedule(task, InterruptException(); error = true)
+    wait(task)
+    error_fields(Main, InterruptException(), backtrace())
+end
+
 function open_channel(fd::Int)
     # Not for children: a process started by user code must not hold our channel open.
     ccall(:fcntl, Cint, (Cint, Cint, Cint), fd, 2, 1)    # F_SETFD, FD_CLOEXEC (Linux and macOS)
@@ -387,6 +397,7 @@ function main(args)
     patch_show()
     compile_hot_path()
     interpret_worker_code()
+    SWITCH_COMPILE[] || warm_up_interrupts()
     write_frame(REP_IO[], 'H', 0, [string(VERSION), string(getpid())])
     serve()
 end
