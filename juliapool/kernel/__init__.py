@@ -35,7 +35,8 @@ def launch(argv: Optional[Sequence[str]] = None) -> None:
     pool, error = None, None
     try:
         pool = JuliaProcessPool(size=max(1, opts.pool_size), timeout=None, julia_path=opts.julia,
-                                julia_args=opts.julia_args, wait=False, warm_kernel=True)
+                                julia_args=opts.julia_args, wait=False, warm_kernel=True,
+                                fast_start=True)
     except JuliaPoolError as e:  # no Julia: the kernel still starts, and every cell says why
         error = e
     from ipykernel.kernelapp import IPKernelApp  # the slow import, while Julia boots

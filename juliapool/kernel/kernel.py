@@ -122,7 +122,7 @@ class JuliaKernel(Kernel):
             return self.preset_pool, self.preset_pool_error
         try:
             return JuliaProcessPool(size=DEFAULT_POOL_SIZE, timeout=None, wait=False,
-                                    warm_kernel=True), None
+                                    warm_kernel=True, fast_start=True), None
         except JuliaPoolError as e:  # no Julia: start anyway, every cell will say why
             return None, e
 

@@ -1,0 +1,223 @@
+"""Interrupts, worker crashes, restart and shutdown of the juliapool kernel, through jupyter_client.
+
+Each test starts its own kernel (its Julia workers are damaged on purpose) and proves at the end that
+neither the kernel nor any Julia worker it started is left behind. Both kernelspec interrupt modes are
+covered: "signal" (jupyter_client sends SIGINT to the kernel's process group, which the workers are
+not in) and "message" (an interrupt_request on the control channel).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any, Dict, Iterator, List, Tuple
+
+import pytest
+from jupyter_client.blocking.client import BlockingKernelClient
+from jupyter_client.manager import KernelManager, start_new_kernel
+
+from kernel_env import (KERNEL_NAME, KERNEL_NAME_MSG, julia_pids, jupyter_env, tagged_pids,
+                        wait_no_tagged_processes)
+
+pytestmark = pytest.mark.timeout(120)
+
+Kernel = Tuple[KernelManager, BlockingKernelClient]
+
+
+@pytest.fixture(params=[KERNEL_NAME, KERNEL_NAME_MSG], ids=["signal", "message"])
+def kernel(request: Any) -> Iterator[Kernel]:
+    """A fresh kernel per test, in each interrupt mode; nothing of it may outlive the test."""
+    jupyter_env()
+    km, kc = start_new_kernel(kernel_name=request.param, startup_timeout=60)
+    try:
+        yield km, kc
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=False)
+        assert wait_no_tagged_processes() == [], "kernel or Julia worker processes were left behind"
+
+
+def submit(kc: BlockingKernelClient, code: str, allow_stdin: bool = False) -> str:
+    return kc.execute(code, allow_stdin=allow_stdin)
+
+
+def collect(kc: BlockingKernelClient, msg_id: str, timeout: float = 60) -> Tuple[Dict[str, Any], List[Tuple[str, Dict]]]:
+    """The reply content and the iopub messages (type, content) of one execute request."""
+    msgs: List[Tuple[str, Dict]] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        msg = kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            break
+        if msg["msg_type"] not in ("status", "execute_input"):
+            msgs.append((msg["msg_type"], msg["content"]))
+    while True:
+        reply = kc.get_shell_msg(timeout=max(0.1, deadline - time.monotonic()))
+        if reply["parent_header"].get("msg_id") == msg_id:
+            return reply["content"], msgs
+
+
+def run(kc: BlockingKernelClient, code: str, timeout: float = 60) -> Tuple[Dict[str, Any], List[Tuple[str, Dict]]]:
+    return collect(kc, submit(kc, code), timeout)
+
+
+def value(kc: BlockingKernelClient, code: str) -> str:
+    reply, msgs = run(kc, code)
+    assert reply["status"] == "ok", reply
+    return [c["data"]["text/plain"] for t, c in msgs if t == "execute_result"][0]
+
+
+def wait_busy(kc: BlockingKernelClient, msg_id: str) -> None:
+    """Wait until the kernel says it is busy with `msg_id`, then a little: the code is running."""
+    while True:
+        msg = kc.get_iopub_msg(timeout=30)
+        if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "execute_input":
+            break
+    time.sleep(0.5)
+
+
+def interrupt_after_start(km: KernelManager, kc: BlockingKernelClient, code: str) -> Tuple[Dict, List, float]:
+    msg_id = submit(kc, code)
+    wait_busy(kc, msg_id)
+    start = time.monotonic()
+    km.interrupt_kernel()
+    reply, msgs = collect(kc, msg_id, timeout=30)
+    return reply, msgs, time.monotonic() - start
+
+
+# ---- interrupts ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("code", [
+    "sleep(30)",
+    "v = Float64[]\nwhile true\n    push!(v, rand())\n    length(v) > 10^6 && empty!(v)\nend",
+], ids=["sleep", "allocating-loop"])
+def test_interrupt_stops_the_cell_and_keeps_state(kernel: Kernel, code: str) -> None:
+    km, kc = kernel
+    assert value(kc, "x = 41") == "41"
+    reply, msgs, elapsed = interrupt_after_start(km, kc, code)
+    assert reply["status"] == "error" and reply["ename"] == "InterruptException", reply
+    assert [t for t, _ in msgs] == ["error"]
+    assert elapsed < 5, elapsed  # the target (benchmarks) is under 1 s; a kill would lose `x`
+    assert value(kc, "x + 1") == "42"
+
+
+def test_uninterruptible_loop_is_killed_and_says_state_is_lost(kernel: Kernel) -> None:
+    km, kc = kernel
+    value(kc, "y = 1")
+    reply, msgs, elapsed = interrupt_after_start(km, kc, "while true end")
+    assert reply["status"] == "error" and reply["ename"] == "InterruptException"
+    text = "\n".join(reply["traceback"])
+    assert "killed" in text and "lost" in text, text
+    assert elapsed < 15
+    assert value(kc, "1 + 1") == "2"
+    reply, _ = run(kc, "y")
+    assert reply["ename"] == "UndefVarError"
+
+
+def test_interrupt_while_waiting_for_input(kernel: Kernel) -> None:
+    km, kc = kernel
+    value(kc, "w = 7")
+    msg_id = submit(kc, "readline()", allow_stdin=True)
+    assert kc.get_stdin_msg(timeout=30)["msg_type"] == "input_request"
+    km.interrupt_kernel()
+    reply, _ = collect(kc, msg_id, timeout=30)
+    assert reply["status"] == "error"
+    assert value(kc, "w") == "7"
+
+
+# ---- worker deaths -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("code, what", [
+    ("exit(3)", "exited with code 3"),
+    ("unsafe_load(Ptr{Int}(1))", "signal 11"),
+    ("ccall(:raise, Cint, (Cint,), 9)", "signal 9"),
+], ids=["exit", "segfault", "sigkill"])
+def test_worker_death_ends_the_cell_and_the_next_runs_fresh(kernel: Kernel, code: str, what: str) -> None:
+    km, kc = kernel
+    value(kc, "z = 1")
+    reply, msgs = run(kc, code)
+    assert reply["status"] == "error"
+    errors = [c for t, c in msgs if t == "error"]
+    assert len(errors) == 1
+    text = "\n".join(errors[0]["traceback"])
+    assert what in text and "lost" in text, text
+    assert km.is_alive()
+    start = time.monotonic()
+    assert value(kc, "1 + 1") == "2"
+    assert time.monotonic() - start < 10  # the target (benchmarks) is under 1 s, with the warm spare
+    reply, _ = run(kc, "z")
+    assert reply["ename"] == "UndefVarError"
+
+
+def test_worker_killed_from_outside_during_a_cell(kernel: Kernel) -> None:
+    km, kc = kernel
+    pid = int(value(kc, "getpid()"))
+    msg_id = submit(kc, "sleep(30)")
+    wait_busy(kc, msg_id)
+    os.kill(pid, signal.SIGKILL)
+    reply, _ = collect(kc, msg_id, timeout=30)
+    assert reply["status"] == "error" and "signal 9" in reply["evalue"]
+    assert value(kc, "1 + 1") == "2"
+
+
+def test_worker_killed_between_cells_is_reported_with_the_next_cell(kernel: Kernel) -> None:
+    km, kc = kernel
+    pid = int(value(kc, "getpid()"))
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.5)
+    reply, msgs = run(kc, "1 + 1")
+    assert reply["status"] == "ok"
+    stderr = "".join(c["text"] for t, c in msgs if t == "stream" and c["name"] == "stderr")
+    assert "fresh" in stderr and "gone" in stderr, msgs
+
+
+# ---- restart and shutdown ------------------------------------------------------------------------
+
+def test_restart_leaves_no_julia_behind() -> None:
+    jupyter_env()
+    km, kc = start_new_kernel(kernel_name=KERNEL_NAME, startup_timeout=60)
+    try:
+        run(kc, "a = 1")
+        before = set(julia_pids(tagged_pids()))
+        assert before
+        km.restart_kernel(now=False)
+        kc.wait_for_ready(timeout=60)
+        reply, _ = run(kc, "a")
+        assert reply["ename"] == "UndefVarError"  # a restart starts from nothing
+        deadline = time.monotonic() + 10
+        while set(julia_pids(tagged_pids())) & before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not set(julia_pids(tagged_pids())) & before
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=False)
+    assert wait_no_tagged_processes() == []
+
+
+def test_shutdown_during_an_endless_cell_leaves_nothing() -> None:
+    jupyter_env()
+    km, kc = start_new_kernel(kernel_name=KERNEL_NAME, startup_timeout=60)
+    try:
+        msg_id = submit(kc, "while true end")
+        wait_busy(kc, msg_id)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=False)
+    assert wait_no_tagged_processes() == []
+
+
+def test_sigterm_to_the_kernel_leaves_nothing() -> None:
+    jupyter_env()
+    km, kc = start_new_kernel(kernel_name=KERNEL_NAME, startup_timeout=60)
+    try:
+        run(kc, "1")
+        assert julia_pids(tagged_pids())
+        km.provisioner.process.send_signal(signal.SIGTERM)
+        km.provisioner.process.wait(timeout=30)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    assert wait_no_tagged_processes() == []
