@@ -103,6 +103,7 @@ class JuliaKernel(Kernel):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self._route_logs()
         self.pool, self.pool_error = self._make_pool()
         # One session per kernel process: every cell reaches the same worker and module.
         self.julia = self.pool.session(f"notebook-{uuid.uuid4().hex}") if self.pool else None
@@ -116,6 +117,15 @@ class JuliaKernel(Kernel):
         # never reaches them, so the kernel forwards it (and keeps it from raising in its loop).
         signal.signal(signal.SIGINT, self._on_sigint)
         signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _route_logs(self) -> None:
+        """juliapool's log records go where the kernel application's go (the server's log), never
+        to this process's sys.stderr, which ipykernel would forward into the notebook."""
+        lib = logging.getLogger("juliapool")
+        for handler in getattr(self.log, "handlers", []):
+            lib.addHandler(handler)
+        lib.setLevel(logging.INFO)
+        lib.propagate = False
 
     def _make_pool(self) -> Tuple[Optional[JuliaProcessPool], Optional[JuliaPoolError]]:
         if self.preset_pool is not None or self.preset_pool_error is not None:
