@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     plot_latency(left, data["seed"])
     plot_throughput(right, data["throughput"])
     fig.suptitle(f"juliapool {env['juliapool']} ({env['commit'][:7]}), Julia {env['julia']}, "
-                 f"{env['cpus']} CPUs", fontsize=11)
+                 f"{env['cpus']} CPUs, load average {env['loadavg_at_start'][0]:.1f} at start", fontsize=11)
     fig.tight_layout()
     fig.savefig(args.out, dpi=120)
     print(f"wrote {args.out}")
