@@ -262,6 +262,22 @@ function wait_interruptible(task::Task)
     end
 end
 
+"""Work the event loop holds: active libuv handles (timers, sockets, processes) and queued tasks.
+If a call leaves more than it found, it left something running that may print into a later call."""
+function pending_work()::Int
+    handles = try
+        Int(unsafe_load(Ptr{Cuint}(Base.eventloop() + sizeof(Ptr{Cvoid}))))  # uv_loop_t.active_handles
+    catch
+        0
+    end
+    queued = try
+        isempty(Base.Workqueues[Threads.threadid()]) ? 0 : 1
+    catch
+        0
+    end
+    return handles + queued
+end
+
 function handle_exec(frame::Frame)
     key, code, nonce, filename, flags = (field_string(frame, i) for i in 1:5)
     mod = module_for(key)
@@ -269,6 +285,7 @@ function handle_exec(frame::Frame)
     CURRENT[] = req
     ACTIVE_MODULE[] = mod
     task = Task(() -> evaluate(mod, code, filename, flags))
+    work_before = pending_work()
     Base.sigatomic_end()        # SIGINT may now arrive: it is meant for this code
     try
         schedule(task)
@@ -278,6 +295,9 @@ function handle_exec(frame::Frame)
     end
     fields = istaskfailed(task) ? ["error", "InterruptException", "interrupted", "InterruptException\n"] :
                                   fetch(task)
+    # (An interrupted sleep leaves its timer armed: harmless, and not counted.)
+    interrupted = fields[2] == "InterruptException"
+    insert!(fields, 5, !interrupted && pending_work() > work_before ? "1" : "0")
     CURRENT[] = nothing
     ACTIVE_MODULE[] = Main
     write_marker(req, END_SEQ)
@@ -366,7 +386,7 @@ function compile_hot_path()
                        (handle_exec, (Frame,)), (module_for, (String,)), (fresh_module, ()),
                        (prepare_spare_module, ()), (new_module, (Symbol,)), (set_const, (Module, Symbol, EvalInto)),
                        (set_const, (Module, Symbol, IncludeInto)), (write_marker, (Request, String)),
-                       (evaluate, (Module, String, String, String)), (wait_interruptible, (Task,)),
+                       (evaluate, (Module, String, String, String)), (wait_interruptible, (Task,)), (pending_work, ()),
                        (encode_frame, (Char, UInt32, Vector{String})), (write_frame, (P, Char, UInt32, Vector{String})),
                        (reply, (Frame, Vector{String})), (compiled, (Function,)), (set_compile, (Int8,)))
         precompile(f, types) || @debug "precompile failed" f types
@@ -394,6 +414,9 @@ function main(args)
     Base.exit_on_sigint(false)
     REQ_IO[] = open_channel(parse(Int, args[2]))
     REP_IO[] = open_channel(parse(Int, args[3]))
+    # User code should see what `julia -e` shows it: no arguments, no program file.
+    empty!(ARGS)
+    try Core.eval(Base, :(PROGRAM_FILE = "")) catch end
     patch_show()
     compile_hot_path()
     interpret_worker_code()
@@ -404,4 +427,4 @@ end
 
 end # module
 
-JuliaPoolWorker.main(ARGS)
+JuliaPoolWorker.main(copy(ARGS))

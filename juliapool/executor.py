@@ -21,6 +21,17 @@ log = logging.getLogger(__name__)
 # fastest end to end for small and CPU-bound snippets alike (benchmarks/bench_flags.py).
 SPAWN_OPT_FLAGS = ["-O0"]
 MAX_ARG_BYTES = 100_000  # longer code goes through a temporary file (Linux caps one argument at 128 KiB)
+# Runs a file's code as `-e` would: in Main, file name "none", errors printed the way -e prints them.
+FILE_DRIVER = """try
+    include_string(Main, read(popfirst!(ARGS), String), "none")
+catch err
+    bt = catch_backtrace()
+    cut = findfirst(ip -> any(f -> f.func === :include_string, StackTraces.lookup(ip)), bt)
+    print(stderr, "ERROR: ")
+    showerror(stderr, err isa LoadError ? err.error : err, cut === nothing ? bt : bt[1:cut-1]; backtrace = true)
+    println(stderr)
+    exit(1)
+end"""
 
 
 class JuliaExecutor:
@@ -77,11 +88,11 @@ class JuliaExecutor:
         with tempfile.TemporaryDirectory(prefix="juliapool-") as tmp:
             if len(code.encode()) <= MAX_ARG_BYTES:
                 code_arg = ["-e", code]
-            else:  # same semantics as -e: evaluated in Main, file name "none"
+            else:
                 path = os.path.join(tmp, "code.jl")
                 with open(path, "w", encoding="utf-8") as f:
                     f.write(code)
-                code_arg = ["-e", f'include_string(Main, read({path!r}, String), "none")']
+                code_arg = ["-e", FILE_DRIVER, path]
             proc = subprocess.Popen(self.spawn_command(code_arg), stdin=subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
             try:
@@ -98,18 +109,19 @@ class JuliaExecutor:
     # ---- the shared pool ---------------------------------------------------------------------
 
     def _get_pool(self) -> Optional[JuliaProcessPool]:
-        if JuliaExecutor._pool is None and not JuliaExecutor.enable_process_pool(self.pool_size, self.timeout):
+        if not JuliaExecutor.is_pool_enabled() and not JuliaExecutor.enable_process_pool(
+                self.pool_size, self.timeout, julia_path=self.julia_path):
             return None
         return JuliaExecutor._pool
 
     @classmethod
-    def enable_process_pool(cls, size: int = 4, timeout: float = 60) -> bool:
+    def enable_process_pool(cls, size: int = 4, timeout: float = 60, *, julia_path: Optional[str] = None) -> bool:
         """Start the pool shared by all executors. Returns True if it is running."""
         with cls._pool_lock:
             if cls._pool is not None and not cls._pool.closed:
                 return True
             try:
-                cls._pool = JuliaProcessPool(size=size, timeout=timeout)
+                cls._pool = JuliaProcessPool(size=size, timeout=timeout, julia_path=julia_path)
             except (JuliaPoolError, OSError) as e:
                 log.warning("could not start the Julia process pool: %s", e)
                 cls._pool = None

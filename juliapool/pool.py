@@ -227,7 +227,7 @@ class JuliaProcessPool:
 
     def checkin(self, worker: Worker) -> None:
         """Return a worker after a call: idle again, or retired (dead, or due for recycling)."""
-        retire = not worker.alive or (not worker.sessions and self._due_for_recycling(worker))
+        retire = not worker.alive or (not worker.sessions and (worker.dirty or self._due_for_recycling(worker)))
         with self._cond:
             if worker not in self._workers:  # removed by shutdown meanwhile
                 retire = True

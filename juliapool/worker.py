@@ -34,6 +34,7 @@ DisplayCallback = Callable[[Dict[str, str]], None]
 InputCallback = Callable[[str, bool], str]  # (prompt, password) -> answer
 
 READ_SIZE = 1 << 20
+EXIT_WAIT = 5.0  # seconds a worker that is exiting by itself gets before SIGKILL
 STREAMS = ("stdout", "stderr")
 
 
@@ -65,6 +66,9 @@ class Worker:
         self.sessions: set = set()  # session keys whose module lives here
         self.ended_by = ""  # which step of the stop ladder ended the process
         self.kill_reason = ""  # why we killed it, for the result of the call it was running
+        # Set when output arrived outside any request: a task left behind by some earlier code
+        # prints on its own, so the pool retires this worker before it can print into a stranger's call.
+        self.dirty = False
         self._next_id = 0
         self._busy = threading.RLock()  # held by the one caller doing I/O
         self._state_lock = threading.Lock()
@@ -316,8 +320,9 @@ class Worker:
         for key, _ in self._sel.select(0):
             if key.data in STREAMS or key.data == "wake":
                 data = self._read(key.fd)
-                if key.data in STREAMS:
+                if key.data in STREAMS and data:
                     log.debug("%s: dropped %d bytes of %s printed between requests", self.name, len(data), key.data)
+                    self.dirty = True
 
     # ---- requests --------------------------------------------------------------------------
 
@@ -337,14 +342,23 @@ class Worker:
                     self._send("E", rid, [module, code, run.nonce, filename, flags])
                 except OSError as e:  # it died before it could read the code: nothing ran
                     raise WorkerDiedError(describe_exit(self._reap())) from e
-                self._pump(run, timeout, grace)
+                try:
+                    self._pump(run, timeout, grace)
+                except BaseException:  # e.g. KeyboardInterrupt: the code still runs, so end it
+                    run.killed = True
+                    self.kill("the caller stopped waiting for this call")
+                    self._collect_after_death(run)
+                    raise
             finally:
                 with self._state_lock:
                     self._running = None
             self.calls += 1
             reply = run.reply(self.proc.returncode if self.proc else None, self.kill_reason)
+            self.dirty = self.dirty or run.late_output
             if run.interrupted_at is not None and not run.saw_interrupt() and self.alive:
                 self._settle_late_interrupt()
+            if run.callback_error is not None:
+                raise run.callback_error
             return reply
 
     def _pump(self, run: "_Run", timeout: Optional[float], grace: float) -> None:
@@ -405,6 +419,13 @@ class Worker:
     def _collect_after_death(self, run: "_Run") -> None:
         """The worker ended (or is being killed): reap it and keep every byte it wrote."""
         assert self.proc
+        if not run.killed:
+            # It is ending by itself (exit(n) runs atexit hooks after closing our pipe): let it
+            # finish, so that its own exit status is what we report.
+            try:
+                self.proc.wait(EXIT_WAIT)
+            except subprocess.TimeoutExpired:
+                pass
         self._signal(signal.SIGKILL, group=True)  # also ends children that hold our pipes open
         self.proc.wait()
         end = time.monotonic() + 2.0
@@ -477,6 +498,8 @@ class _Run:
         self.timed_out = False
         self.timeout: Optional[float] = None
         self.interrupted_at: Optional[float] = None
+        self.callback_error: Optional[BaseException] = None
+        self.late_output = False  # the code left a task running (it said so, or printed after the end)
 
     def saw_interrupt(self) -> bool:
         return self.done is not None and self.done.text(1) == "InterruptException"
@@ -487,21 +510,33 @@ class _Run:
 
     def on_stream(self, name: str, data: bytes) -> None:
         if self.ended[name]:
-            return  # after the end marker: a background task's output, nobody's
+            self.late_output = True  # after the end marker: a background task's output, nobody's
+            return
         for item in self.scanners[name].feed(data):
-            if isinstance(item, tuple):
+            if self.ended[name]:
+                self.late_output = True
+            elif isinstance(item, tuple):
                 self._on_marker(name, item[0])
-                if self.ended[name]:
-                    return
             else:
                 self._emit(name, item)
+
+    def _callback(self, fn: Callable, *args: object) -> object:
+        """Call a caller's callback. If it raises, stop calling callbacks and keep the error for the
+        caller: the run itself goes on, so the worker is clean before anyone else gets it."""
+        if self.callback_error is not None:
+            return None
+        try:
+            return fn(*args)
+        except BaseException as e:  # noqa: B036 - re-raised by Worker.execute once the run is over
+            self.callback_error = e
+            return None
 
     def _emit(self, name: str, data: bytes) -> None:
         self.chunks[name].append(data)
         if self.on_output is not None:
             text = self.decoders[name].decode(data)
             if text:
-                self.on_output(name, text)
+                self._callback(self.on_output, name, text)
 
     def _on_marker(self, name: str, seq: bytes) -> None:
         if seq == END_SEQ:
@@ -521,7 +556,8 @@ class _Run:
             self._release_displays()
         elif frame.kind == "N":
             prompt, password = frame.text(0), frame.text(1) == "1"
-            return self.on_input(prompt, password) if self.on_input else ""
+            answer = self._callback(self.on_input, prompt, password) if self.on_input else ""
+            return answer if isinstance(answer, str) else ""
         return None
 
     def _release_displays(self) -> None:
@@ -532,7 +568,7 @@ class _Run:
                 return
             self.pending_displays.pop(0)
             if self.on_display is not None:
-                self.on_display(bundle)
+                self._callback(self.on_display, bundle)
 
     def on_death(self) -> None:
         self.died = self.done is None or not all(self.ended.values())
@@ -549,7 +585,8 @@ class _Run:
         if self.done is not None:
             status, ename, evalue, tb = self.done.texts()[:4]
             rep.status, rep.ename, rep.evalue, rep.traceback = status, ename, evalue, tb
-            rep.result = protocol.bundle_from_fields(self.done.fields[4:])
+            self.late_output = self.late_output or self.done.text(4) == "1"
+            rep.result = protocol.bundle_from_fields(self.done.fields[5:])
             rep.exit_code = 0 if status == "ok" else 1
         if self.died:
             rep.worker_died = True
@@ -560,6 +597,8 @@ class _Run:
                 if kill_reason or (returncode or 0) < 0:  # not the code's own exit(n): say what happened
                     rep.stderr += f"juliapool: {rep.evalue}\n"
         if self.timed_out:
+            if rep.traceback and rep.stderr.endswith(rep.traceback):  # the trace of our own SIGINT
+                rep.stderr = rep.stderr[: -len(rep.traceback)]
             rep.timed_out = True
             rep.status = "error"
             rep.exit_code = TIMEOUT_EXIT_CODE

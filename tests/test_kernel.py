@@ -123,6 +123,18 @@ class JuliaKernelTests(jkt.KernelTests):
         assert kinds == [("stream", "one\n"), ("display_data", "<b>two</b>"), ("stream", "three\n"),
                          ("execute_result", None)]
 
+    def test_json_and_binary_mime_types(self) -> None:
+        self.run_cell('struct AsJSON end\n'
+                      'Base.show(io::IO, ::MIME"application/json", ::AsJSON) = print(io, "{\\"a\\": [1, 2]}")\n'
+                      'struct AsPNG end\n'
+                      'Base.show(io::IO, ::MIME"image/png", ::AsPNG) = write(io, UInt8[0x89, 0x50, 0x4e, 0x47])')
+        assert self.result_of("AsJSON()")["application/json"] == {"a": [1, 2]}  # JSON, not text
+        assert self.result_of("AsPNG()")["image/png"] == "iVBORw=="  # base64
+
+    def test_is_complete_indent(self) -> None:
+        reply = self.kc.is_complete("for i in 1:3\n    if i > 1", reply=True, timeout=30)["content"]
+        assert reply == {"status": "incomplete", "indent": "        "}
+
     def test_execution_count(self) -> None:
         first, _ = self.run_cell("1")
         second, msgs = self.run_cell("2")

@@ -20,9 +20,9 @@ GOLDEN_FILE = Path(__file__).with_name("golden_frames.txt")
 GOLDEN: Dict[str, Tuple[str, int, List[object]]] = {
     "exec_unicode": ("E", 7, ["session:notebook-α", 'println("héllo, 世界 🎉")',
                               "0123456789abcdef0123456789abcdef", "In[1]", "p"]),
-    "done_bundle": ("O", 7, ["ok", "", "", "", "text/plain", "3", "text/html", "<b>3</b> → ✓"]),
+    "done_bundle": ("O", 7, ["ok", "", "", "", "0", "text/plain", "3", "text/html", "<b>3</b> → ✓"]),
     "done_error": ("O", 8, ["error", "ErrorException", "Test error",
-                            "ERROR: Test error\nStacktrace:\n [1] error(::String) at ./error.jl:33\n"]),
+                            "ERROR: Test error\nStacktrace:\n [1] error(::String) at ./error.jl:33\n", "0"]),
     "hello": ("H", 0, ["1.5.3", "12345"]),
     "ping_no_fields": ("P", 1, []),
     "empty_fields_max_id": ("R", 0xFFFFFFFF, ["", "", ""]),
@@ -98,7 +98,7 @@ def test_decode_rejects_truncated_bodies(keep):
 
 def test_bundle_from_fields_pairs_mimes_with_data():
     frame = decode_body(GOLDEN_BYTES["done_bundle"][4:])
-    assert protocol.bundle_from_fields(frame.fields[4:]) == {"text/plain": "3", "text/html": "<b>3</b> → ✓"}
+    assert protocol.bundle_from_fields(frame.fields[5:]) == {"text/plain": "3", "text/html": "<b>3</b> → ✓"}
 
 
 def test_nonces_are_32_hex_digits_and_differ():
