@@ -132,7 +132,9 @@ class JuliaKernelTests(jkt.KernelTests):
         assert self.result_of("AsPNG()")["image/png"] == "iVBORw=="  # base64
 
     def test_is_complete_indent(self) -> None:
-        reply = self.kc.is_complete("for i in 1:3\n    if i > 1", reply=True, timeout=30)["content"]
+        self.flush_channels()
+        self.kc.is_complete("for i in 1:3\n    if i > 1")
+        reply = self.get_non_kernel_info_reply(timeout=30)["content"]
         assert reply == {"status": "incomplete", "indent": "        "}
 
     def test_execution_count(self) -> None:
