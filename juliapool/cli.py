@@ -120,20 +120,29 @@ def _exit_status(result: CodeExecResult) -> int:
 
 
 class _Echo:
-    """Writes output as it streams in, and remembers how much went out, to print only the rest."""
+    """Writes output as it streams in; at the end writes whatever of the result did not stream
+    (e.g. the note a timeout appends), starting where result and stream first differ."""
 
     def __init__(self) -> None:
-        self.sent: Dict[str, int] = {"stdout": 0, "stderr": 0}
+        self.sent: Dict[str, List[str]] = {"stdout": [], "stderr": []}
 
     def __call__(self, stream: str, text: str) -> None:
         out = sys.stdout if stream == "stdout" else sys.stderr
         out.write(text)
         out.flush()
-        self.sent[stream] += len(text)
+        self.sent[stream].append(text)
 
     def finish(self, result: CodeExecResult) -> None:
         for stream, text in (("stdout", result.stdout), ("stderr", result.stderr)):
-            self(stream, text[self.sent[stream]:])
+            sent = "".join(self.sent[stream])
+            if text.startswith(sent):
+                rest = text[len(sent):]
+            else:  # the result was edited (e.g. a trace replaced by a note): from the first new line on
+                old, new = sent.splitlines(keepends=True), text.splitlines(keepends=True)
+                same = len(os.path.commonprefix([old, new]))
+                rest = "".join(new[same:])
+            if rest:
+                self(stream, rest)
 
 
 def _read_code(code: str) -> str:
