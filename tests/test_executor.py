@@ -32,6 +32,7 @@ PARITY = [
     ("subprocess", "run(`echo from echo`)"),
     ("stdin", "println(repr(readline())); println(eof(stdin))"),
     ("display", "display([1, 2])"),
+    ("program file and args", "println(repr(PROGRAM_FILE)); println(ARGS)"),
     ("stdlib", "using LinearAlgebra\nprintln(norm([3.0, 4.0]))"),
     ("multiline", "function fib(n)\n    n < 2 ? n : fib(n - 1) + fib(n - 2)\nend\nprintln(fib(20))"),
     ("long code", 'x = "' + "a" * 150_000 + '"\nprintln(length(x))'),

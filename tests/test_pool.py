@@ -298,7 +298,12 @@ def test_a_caller_waits_for_a_free_worker(pool1):
     first.join(30)
     assert box1["result"].stdout == "started\na\n"
     assert second.stdout == "b\n"
-    a_arrived = next(at for at, _, text in lines.chunks if "a\n" in text and "started" not in text)
+    seen, a_arrived = "", None
+    for at, _, text in lines.chunks:  # when the first call's last line had arrived
+        seen += text
+        if a_arrived is None and "started\na" in seen:
+            a_arrived = at
+    assert a_arrived is not None, lines.chunks
     assert a_arrived < second_ended, "the second call ran only after the first had finished"
 
 
