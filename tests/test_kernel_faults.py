@@ -221,3 +221,22 @@ def test_sigterm_to_the_kernel_leaves_nothing() -> None:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
     assert wait_no_tagged_processes() == []
+
+
+# ---- no Julia ------------------------------------------------------------------------------------
+
+def test_without_julia_the_kernel_starts_and_cells_say_why() -> None:
+    jupyter_env()
+    env = dict(os.environ, JULIAPOOL_JULIA="/nonexistent/julia")
+    km, kc = start_new_kernel(kernel_name=KERNEL_NAME, startup_timeout=60, env=env)
+    try:
+        info = kc.kernel_info(reply=True, timeout=30)["content"]
+        assert info["language_info"]["name"] == "julia"
+        reply, msgs = run(kc, "1 + 1")
+        assert reply["status"] == "error" and reply["ename"] == "JuliaNotFoundError"
+        assert "/nonexistent/julia" in reply["evalue"]
+        assert [t for t, _ in msgs] == ["error"]
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=False)
+    assert wait_no_tagged_processes() == []

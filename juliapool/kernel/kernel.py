@@ -27,7 +27,7 @@ from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple
 
 from ipykernel.kernelbase import Kernel
 
-from juliapool import JuliaPoolError, JuliaProcessPool, Session
+from juliapool import ExecReply, JuliaPoolError, JuliaProcessPool, Session
 
 log = logging.getLogger(__name__)
 
@@ -211,17 +211,20 @@ class JuliaKernel(Kernel):
         try:
             rep = await asyncio.get_running_loop().run_in_executor(None, run)
         except Exception as e:  # the pool itself failed: no Julia, failed start, shut down
-            log.exception("cell failed in the pool")
+            if isinstance(e, JuliaPoolError):
+                log.warning("cell not run: %s", e)
+            else:
+                log.exception("cell failed in the pool")
             return self._error_reply(parent, silent, type(e).__name__, str(e), [str(e)])
         finally:
             self._cell_running.clear()
             out.flush()
         return self._finish(parent, silent, rep)
 
-    def _run_on_session(self, code: str, **kwargs: Any) -> Any:
+    def _run_on_session(self, code: str, **kwargs: Any) -> ExecReply:
         return self._session().run(code, **kwargs)
 
-    def _finish(self, parent: dict, silent: bool, rep: Any) -> dict:
+    def _finish(self, parent: dict, silent: bool, rep: ExecReply) -> dict:
         """Turn the pool's ExecReply into Jupyter messages and the execute_reply."""
         if rep.worker_restarted and not self._loss_reported and not silent:
             self._send_stream(parent, "stderr", FRESH_WORKER_NOTE)
