@@ -110,6 +110,11 @@ class JuliaKernelTests(jkt.KernelTests):
         self.run_cell("struct Point\n    x::Int\nend")
         assert self.result_of("Point(3)")["text/plain"] == "Point(3)"
 
+    def test_output_streams_while_the_cell_runs(self) -> None:
+        reply, msgs = self.run_cell('for i in 1:3\n    println("line ", i)\n    sleep(0.5)\nend')
+        # Sent as printed (a batch waits at most 50 ms), not all at the end of the cell.
+        assert [c["text"] for t, c in msgs if t == "stream"] == ["line 1\n", "line 2\n", "line 3\n"]
+
     def test_trailing_semicolon_and_nothing_give_no_result(self) -> None:
         for code in ("y = 5;", "nothing", "y = 6; # comment", "println(1)"):
             reply, msgs = self.run_cell(code)
