@@ -114,7 +114,7 @@ def per_cell(kc: BlockingKernelClient, cells: int, code: str = CELL) -> List[flo
 def after_crash(kc: BlockingKernelClient, rounds: int) -> List[float]:
     times = []
     for _ in range(rounds):
-        time.sleep(8)  # let the pool warm up a new spare after the previous crash
+        time.sleep(15)  # let the pool start and warm up a new spare after the previous crash
         assert wait_reply(kc, kc.execute("exit(1)"))["status"] == "error"
         t = time.perf_counter()
         assert wait_reply(kc, kc.execute(CELL))["status"] == "ok"
