@@ -229,7 +229,8 @@ function evaluate(mod::Module, code::String, filename::String, flags::String)
         return fields
     catch err
         fields = error_fields(mod, err, catch_backtrace())
-        if 'p' in flags
+        # An interrupt is Python's doing (a timeout or an explicit interrupt): Python reports it.
+        if 'p' in flags && !(unwrap(err) isa InterruptException)
             print(stderr, fields[4])
             flush(stderr)
         end

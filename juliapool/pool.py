@@ -38,7 +38,8 @@ from .discovery import find_julia, julia_version, worker_script
 from .errors import PoolBusyError, PoolShutDownError, WorkerDiedError, WorkerStartError
 from .result import CodeExecResult, ExecReply
 from .session import Session
-from .worker import DisplayCallback, InputCallback, OutputCallback, Worker, describe_exit
+from .execution import OutputCallback, describe_exit
+from .worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -319,7 +320,7 @@ class JuliaProcessPool:
     def _warm_up(self, worker: Worker) -> None:
         """Compile the worker's own paths (success, error, and for notebooks display, completion),
         so that the first real call does not pay Julia's compilation of them."""
-        calls = [("nothing", ""), ('error("warm-up")', "")]
+        calls = [("println(1); println(1.5); print(stderr, 2)", ""), ('error("warm-up")', "")]
         if self.warm_kernel:
             cell = 'x = 1; for i in 1:2; x += i; end; println(x); display([1, 2]); "x"'
             calls += [(cell, "session:warm-up"), ('error("warm-up")', "session:warm-up")]

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 from .errors import WorkerDiedError
 from .result import CodeExecResult, ExecReply
-from .worker import DisplayCallback, InputCallback, OutputCallback, Worker, describe_exit
+from .execution import DisplayCallback, InputCallback, OutputCallback, describe_exit
+from .worker import Worker
 
 if TYPE_CHECKING:
     from .pool import JuliaProcessPool

@@ -1,4 +1,4 @@
-"""One Julia worker process and its lifecycle (`Worker`), and one running execution (`_Run`).
+"""One Julia worker process and its lifecycle (`Worker`).
 
 A `Worker` is used by one caller at a time (the pool guarantees it); that caller's thread does the
 I/O of its request itself: it waits with one `select` on the reply pipe, the user's stdout and
@@ -12,7 +12,7 @@ a ladder: ask the worker to quit, SIGTERM, SIGKILL to its process group, each wi
 
 from __future__ import annotations
 
-import codecs
+import fcntl
 import logging
 import os
 import selectors
@@ -20,34 +20,21 @@ import signal
 import subprocess
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 from . import protocol
 from .errors import WorkerDiedError, WorkerStartError
-from .protocol import END_SEQ, Frame, FrameReader, MarkerScanner
-from .result import TIMEOUT_EXIT_CODE, ExecReply
+from .execution import (STREAMS, DisplayCallback, Execution, InputCallback, OutputCallback,
+                        describe_exit)
+from .protocol import Frame, FrameReader
+from .result import ExecReply
 
 log = logging.getLogger(__name__)
 
-OutputCallback = Callable[[str, str], None]  # (stream name, text)
-DisplayCallback = Callable[[Dict[str, str]], None]
-InputCallback = Callable[[str, bool], str]  # (prompt, password) -> answer
-
 READ_SIZE = 1 << 20
+PIPE_SIZE = 1 << 20
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 EXIT_WAIT = 5.0  # seconds a worker that is exiting by itself gets before SIGKILL
-STREAMS = ("stdout", "stderr")
-
-
-def describe_exit(returncode: Optional[int]) -> str:
-    if returncode is None:
-        return "the Julia worker stopped answering"
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        return f"the Julia worker was killed by signal {-returncode} ({name})"
-    return f"the Julia worker exited with code {returncode}"
 
 
 class Worker:
@@ -72,7 +59,7 @@ class Worker:
         self._next_id = 0
         self._busy = threading.RLock()  # held by the one caller doing I/O
         self._state_lock = threading.Lock()
-        self._running: Optional[_Run] = None
+        self._running: Optional[Execution] = None
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -101,10 +88,19 @@ class Worker:
             if self.proc is not None:
                 os.close(req_r)
                 os.close(rep_w)
+        self._grow_output_pipes()
         self._open_selector()
         hello = self._wait_for_hello(time.monotonic() + timeout)
         self.julia_version = hello.text(0)
         log.info("%s: Julia %s ready (pid %s)", self.name, self.julia_version, self.pid)
+
+    def _grow_output_pipes(self) -> None:
+        # Bigger pipes (Linux: F_SETPIPE_SZ) mean fewer wake-ups and reads for large outputs.
+        for stream in (self.proc.stdout, self.proc.stderr) if self.proc else ():
+            try:
+                fcntl.fcntl(stream.fileno(), F_SETPIPE_SZ, PIPE_SIZE)
+            except (OSError, AttributeError):
+                pass
 
     def _open_selector(self) -> None:
         assert self.proc and self.proc.stdout and self.proc.stderr
@@ -131,7 +127,7 @@ class Worker:
             left = deadline - time.monotonic()
             if left <= 0:
                 self.kill()
-                raise WorkerStartError(f"Julia did not start within the start-up timeout", err.decode(errors="replace"))
+                raise WorkerStartError("Julia did not start within the start-up timeout", err.decode(errors="replace"))
             for key, _ in self._sel.select(min(left, 1.0)):
                 what = key.data
                 if what == "reply":
@@ -334,7 +330,7 @@ class Worker:
         with self._busy:
             self._drain_stale_output()
             rid = self._new_id()
-            run = _Run(rid, protocol.new_nonce(), on_output, on_display, on_input)
+            run = Execution(rid, protocol.new_nonce(), on_output, on_display, on_input, print_errors="p" in flags)
             with self._state_lock:
                 self._running = run
             try:
@@ -361,7 +357,7 @@ class Worker:
                 raise run.callback_error
             return reply
 
-    def _pump(self, run: "_Run", timeout: Optional[float], grace: float) -> None:
+    def _pump(self, run: Execution, timeout: Optional[float], grace: float) -> None:
         """Move bytes until the run is complete; escalate on timeout: SIGINT, then SIGKILL."""
         start = time.monotonic()
         deadline = start + timeout if timeout else None
@@ -388,7 +384,7 @@ class Worker:
                     self._collect_after_death(run)
                     return
 
-    def _handle_event(self, key: selectors.SelectorKey, run: "_Run") -> bool:
+    def _handle_event(self, key: selectors.SelectorKey, run: Execution) -> bool:
         """Process one readable fd; True when the worker has ended."""
         what = key.data
         if what in STREAMS:
@@ -416,7 +412,7 @@ class Worker:
         self._signal(signal.SIGKILL, group=True)
         return self.proc.wait() if self.proc else None
 
-    def _collect_after_death(self, run: "_Run") -> None:
+    def _collect_after_death(self, run: Execution) -> None:
         """The worker ended (or is being killed): reap it and keep every byte it wrote."""
         assert self.proc
         if not run.killed:
@@ -474,138 +470,3 @@ class Worker:
                         self._read(key.fd)  # completion code may print: it belongs to nobody
                     elif key.data == "exit":
                         raise WorkerDiedError(describe_exit(self.proc.wait() if self.proc else None))
-
-
-class _Run:
-    """The state of one execution: its output so far, its display events, its end."""
-
-    def __init__(self, rid: int, nonce: str, on_output: Optional[OutputCallback],
-                 on_display: Optional[DisplayCallback], on_input: Optional[InputCallback]) -> None:
-        self.id = rid
-        self.nonce = nonce
-        self.on_output = on_output
-        self.on_display = on_display
-        self.on_input = on_input
-        self.scanners = {name: MarkerScanner(nonce) for name in STREAMS}
-        self.decoders = {name: codecs.getincrementaldecoder("utf-8")(errors="replace") for name in STREAMS}
-        self.chunks: Dict[str, List[bytes]] = {name: [] for name in STREAMS}
-        self.ended = {name: False for name in STREAMS}  # end marker seen
-        self.marks: Dict[str, set] = {name: set() for name in STREAMS}
-        self.pending_displays: List[tuple] = []  # (seq, bundle) waiting for their markers
-        self.done: Optional[Frame] = None
-        self.died = False
-        self.killed = False
-        self.timed_out = False
-        self.timeout: Optional[float] = None
-        self.interrupted_at: Optional[float] = None
-        self.callback_error: Optional[BaseException] = None
-        self.late_output = False  # the code left a task running (it said so, or printed after the end)
-
-    def saw_interrupt(self) -> bool:
-        return self.done is not None and self.done.text(1) == "InterruptException"
-
-    @property
-    def complete(self) -> bool:
-        return self.died or (self.done is not None and all(self.ended.values()))
-
-    def on_stream(self, name: str, data: bytes) -> None:
-        if self.ended[name]:
-            self.late_output = True  # after the end marker: a background task's output, nobody's
-            return
-        for item in self.scanners[name].feed(data):
-            if self.ended[name]:
-                self.late_output = True
-            elif isinstance(item, tuple):
-                self._on_marker(name, item[0])
-            else:
-                self._emit(name, item)
-
-    def _callback(self, fn: Callable, *args: object) -> object:
-        """Call a caller's callback. If it raises, stop calling callbacks and keep the error for the
-        caller: the run itself goes on, so the worker is clean before anyone else gets it."""
-        if self.callback_error is not None:
-            return None
-        try:
-            return fn(*args)
-        except BaseException as e:  # noqa: B036 - re-raised by Worker.execute once the run is over
-            self.callback_error = e
-            return None
-
-    def _emit(self, name: str, data: bytes) -> None:
-        self.chunks[name].append(data)
-        if self.on_output is not None:
-            text = self.decoders[name].decode(data)
-            if text:
-                self._callback(self.on_output, name, text)
-
-    def _on_marker(self, name: str, seq: bytes) -> None:
-        if seq == END_SEQ:
-            self.ended[name] = True
-        else:
-            self.marks[name].add(seq)
-        self._release_displays()
-
-    def on_frame(self, frame: Frame) -> Optional[str]:
-        """Handle a reply frame; returns an answer to send back for an input request."""
-        if frame.id != self.id:
-            log.debug("ignoring frame %r for request %d", frame.kind, frame.id)
-        elif frame.kind == "O":
-            self.done = frame
-        elif frame.kind == "M":
-            self.pending_displays.append((frame.fields[0], protocol.bundle_from_fields(frame.fields[1:])))
-            self._release_displays()
-        elif frame.kind == "N":
-            prompt, password = frame.text(0), frame.text(1) == "1"
-            answer = self._callback(self.on_input, prompt, password) if self.on_input else ""
-            return answer if isinstance(answer, str) else ""
-        return None
-
-    def _release_displays(self) -> None:
-        # A display goes out once the text printed before it has gone out on both streams.
-        while self.pending_displays:
-            seq, bundle = self.pending_displays[0]
-            if not all(seq in self.marks[n] or self.ended[n] for n in STREAMS):
-                return
-            self.pending_displays.pop(0)
-            if self.on_display is not None:
-                self._callback(self.on_display, bundle)
-
-    def on_death(self) -> None:
-        self.died = self.done is None or not all(self.ended.values())
-        for name in STREAMS:
-            held = self.scanners[name].flush()
-            if held and not self.ended[name]:
-                self._emit(name, held)
-        self.marks = {n: {s for s, _ in self.pending_displays} for n in STREAMS}
-        self._release_displays()
-
-    def reply(self, returncode: Optional[int], kill_reason: str = "") -> ExecReply:
-        out = {n: b"".join(self.chunks[n]).decode("utf-8", errors="replace") for n in STREAMS}
-        rep = ExecReply(stdout=out["stdout"], stderr=out["stderr"])
-        if self.done is not None:
-            status, ename, evalue, tb = self.done.texts()[:4]
-            rep.status, rep.ename, rep.evalue, rep.traceback = status, ename, evalue, tb
-            self.late_output = self.late_output or self.done.text(4) == "1"
-            rep.result = protocol.bundle_from_fields(self.done.fields[5:])
-            rep.exit_code = 0 if status == "ok" else 1
-        if self.died:
-            rep.worker_died = True
-            rep.status = "error"
-            rep.exit_code = returncode if returncode is not None else -9
-            if not self.killed:
-                rep.ename, rep.evalue = "WorkerDied", kill_reason or describe_exit(returncode)
-                if kill_reason or (returncode or 0) < 0:  # not the code's own exit(n): say what happened
-                    rep.stderr += f"juliapool: {rep.evalue}\n"
-        if self.timed_out:
-            if rep.traceback and rep.stderr.endswith(rep.traceback):  # the trace of our own SIGINT
-                rep.stderr = rep.stderr[: -len(rep.traceback)]
-            rep.timed_out = True
-            rep.status = "error"
-            rep.exit_code = TIMEOUT_EXIT_CODE
-            note = f"Execution timed out after {self.timeout:g} seconds"
-            rep.ename, rep.evalue = "TimeoutError", note
-            rep.stderr += ("" if not rep.stderr or rep.stderr.endswith("\n") else "\n") + note + "\n"
-        elif self.killed:
-            rep.ename = "InterruptException"
-            rep.evalue = "the code did not stop after an interrupt, so its worker was killed"
-        return rep
