@@ -24,10 +24,9 @@ import json
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
@@ -190,7 +189,6 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="juliapool-bench-kernel-") as root:
         private_jupyter_env(root)
         raw = measure(opts.rounds, opts.cells)
-    from juliapool import JuliaProcessPool  # noqa: F401  (the version of the package measured)
     from juliapool.discovery import find_julia, julia_version
 
     print(f"Julia {julia_version(find_julia())}, Python {platform.python_version()}, "

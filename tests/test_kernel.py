@@ -6,7 +6,6 @@ One kernel for the whole class (as jupyter_kernel_test does), on real Julia work
 
 from __future__ import annotations
 
-import queue
 import subprocess
 import time
 from typing import Any, Dict, List, Tuple
