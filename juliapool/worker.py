@@ -358,28 +358,23 @@ class Worker:
             return reply
 
     def _pump(self, run: Execution, timeout: Optional[float], grace: float) -> None:
-        """Move bytes until the run is complete; escalate on timeout: SIGINT, then SIGKILL."""
-        start = time.monotonic()
-        deadline = start + timeout if timeout else None
+        """Move bytes until the execution is complete. Escalation: at the timeout, SIGINT; `grace`
+        seconds after any SIGINT (the timeout's or `interrupt()`'s), SIGKILL."""
+        timeout_at = time.monotonic() + timeout if timeout else None
         while not run.complete:
             now = time.monotonic()
-            if run.interrupted_at is not None:
-                kill_at = run.interrupted_at + grace
-                deadline = kill_at if deadline is None else min(deadline, kill_at)
-            if deadline is not None and now >= deadline:
-                if timeout and now - start >= timeout and not run.timed_out:
-                    run.timed_out, run.timeout = True, timeout
-                if run.interrupted_at is None:
-                    self.interrupt()
-                    deadline = None
-                    continue
+            if timeout_at is not None and now >= timeout_at and not run.timed_out:
+                run.timed_out, run.timeout = True, timeout
+                self.interrupt()
+            kill_at = run.interrupted_at + grace if run.interrupted_at is not None else None
+            if kill_at is not None and now >= kill_at:
                 log.warning("%s: code did not stop %.1fs after SIGINT: killing the worker", self.name, grace)
                 run.killed = True
                 self.kill()
                 self._collect_after_death(run)
                 return
-            wait = None if deadline is None else max(0.0, deadline - now)
-            for key, _ in self._sel.select(wait):
+            deadlines = [t for t in (None if run.timed_out else timeout_at, kill_at) if t is not None]
+            for key, _ in self._sel.select(max(0.0, min(deadlines) - now) if deadlines else None):
                 if self._handle_event(key, run):
                     self._collect_after_death(run)
                     return
