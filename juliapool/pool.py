@@ -32,7 +32,7 @@ import os
 import threading
 import time
 import weakref
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from .discovery import find_julia, julia_version, worker_script
 from .errors import PoolBusyError, PoolShutDownError, WorkerDiedError, WorkerStartError
@@ -200,8 +200,7 @@ class JuliaProcessPool:
         if self._closed:
             raise PoolShutDownError("this JuliaProcessPool was shut down; create a new one")
 
-    def checkout(self, want: Optional[Worker] = None,
-                 choose: Optional[Callable[[List[Worker]], Optional[Worker]]] = None) -> Worker:
+    def checkout(self, want: Optional[Worker] = None) -> Worker:
         """Take an idle worker (`want` if given) and mark it busy; wait, without polling, up to
         `checkout_timeout` seconds. Dead idle workers found on the way are replaced."""
         deadline = None if self.checkout_timeout is None else time.monotonic() + self.checkout_timeout
@@ -209,7 +208,7 @@ class JuliaProcessPool:
             while True:
                 self._check_open()
                 if want is None:
-                    pick = (choose or _fewest_sessions)(self._idle)
+                    pick = _fewest_sessions(self._idle)
                 elif want in self._workers:
                     pick = want if want in self._idle else None
                 else:
