@@ -129,6 +129,9 @@ function Base.show(io::IO, ::MIME"image/svg+xml", p::LinePlot)
           """</svg>""")
 end
 
+# The plain-text form, for front ends that cannot show SVG (or do not trust this notebook yet)
+Base.show(io::IO, p::LinePlot) = print(io, "LinePlot(\"", p.title, "\", ", length(p.xs), " points)")
+
 xs = range(0, 2π, length=100)
 LinePlot(collect(xs), sin.(xs), "sin(x) on [0, 2π]")
 '''),

@@ -75,7 +75,9 @@ def server_env(root: Path) -> Dict[str, str]:
 def write_notebook(path: Path) -> None:
     nb = {
         "cells": [{"cell_type": "code", "execution_count": None, "id": "first", "metadata": {},
-                   "outputs": [], "source": 'println("hello from ", "Julia")\n6 * 7'}],
+                   "outputs": [], "source": 'println("hello from ", "Julia")\n6 * 7'},
+                  {"cell_type": "code", "execution_count": None, "id": "second", "metadata": {},
+                   "outputs": [], "source": 'HTML("<b>rich</b> output")'}],
         "metadata": {"kernelspec": {"name": KERNEL_NAME, "display_name": DISPLAY_NAME, "language": "julia"}},
         "nbformat": 4, "nbformat_minor": 5,
     }
@@ -154,6 +156,10 @@ def test_jupyterlab_runs_a_julia_cell(jupyterlab: Server, tmp_path: Path) -> Non
             output = cell.locator(".jp-OutputArea-output")
             output.filter(has_text="42").wait_for(timeout=60_000)
             text = cell.locator(".jp-OutputArea").inner_text()
+            # Shift+Enter moved to the second cell: its HTML result is rendered as HTML.
+            page.keyboard.press("Shift+Enter")
+            second = page.locator(".jp-Notebook .jp-Cell").nth(1)
+            second.locator(".jp-OutputArea-output b", has_text="rich").wait_for(timeout=60_000)
             page.screenshot(path=str(tmp_path / "jupyterlab.png"))
         finally:
             browser.close()
