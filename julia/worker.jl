@@ -70,6 +70,16 @@ function prepare_spare_module()
     end
 end
 
+# patch_show costs ~0.5 s (Julia re-checks what depended on the method it replaces), so it is done
+# after the hello, while the worker waits for its first request, or at the latest before that runs.
+const SHOW_PATCHED = Ref(false)
+
+function patch_show_once()
+    SHOW_PATCHED[] && return
+    SHOW_PATCHED[] = true
+    patch_show()
+end
+
 function fresh_module()
     m = SPARE_MODULE[]
     SPARE_MODULE[] = nothing
@@ -111,7 +121,6 @@ end
 const COMPILE_ON = Int8(1)     # JL_OPTIONS_COMPILE_ON
 const COMPILE_MIN = Int8(3)    # JL_OPTIONS_COMPILE_MIN
 const SWITCH_COMPILE = Ref(false)
-const INTERPRET_CHECKED = Ref(false)
 
 function set_compile(mode::Int8)
     SWITCH_COMPILE[] || return
@@ -121,8 +130,6 @@ end
 
 "Interpret the worker's own code, unless Julia was started with its own --compile choice."
 function interpret_worker_code()
-    INTERPRET_CHECKED[] && return
-    INTERPRET_CHECKED[] = true
     wanted = get(ENV, "JULIAPOOL_INTERPRET_WORKER", "0") == "1"
     SWITCH_COMPILE[] = wanted && :compile_enabled in fieldnames(Base.JLOptions) &&
                        Base.JLOptions().compile_enabled == COMPILE_ON
@@ -296,6 +303,7 @@ end
 
 function handle_exec(frame::Frame)
     key, code, nonce, filename, flags = (field_string(frame, i) for i in 1:5)
+    patch_show_once()
     mod = module_for(key)
     req = Request(frame.id, nonce, 0)
     CURRENT[] = req
@@ -371,6 +379,7 @@ function serve()
     while true
         Base.sigatomic_begin()      # SIGINT is deferred while we read, write and dispatch
         try
+            bytesavailable(REQ_IO[]) == 0 && patch_show_once()
             prepare_spare_module()
         finally
             Base.sigatomic_end()
@@ -393,14 +402,15 @@ function serve()
     end
 end
 
-"""Compile the loop that every request runs through; everything else is left to the interpreter
-(see `interpret_worker_code`), which is how a worker becomes ready in a fraction of the time."""
+"""Compile the loop that every request runs through now (~1 s), rather than within the first calls.
+Skipped under `fast_start`: a notebook cell does not notice an interpreted loop (~3 ms a request),
+but it notices a second more of start-up."""
 function compile_hot_path()
     P = Base.PipeEndpoint
     for (f, types) in ((serve, ()), (next_request, ()), (read_frame, (P,)), (read_exact, (P, Int)),
                        (decode_body, (Vector{UInt8},)), (field_string, (Frame, Int)), (handle, (Frame,)),
                        (handle_exec, (Frame,)), (module_for, (String,)), (fresh_module, ()),
-                       (prepare_spare_module, ()), (new_module, (Symbol,)), (set_const, (Module, Symbol, EvalInto)),
+                       (prepare_spare_module, ()), (patch_show_once, ()), (new_module, (Symbol,)), (set_const, (Module, Symbol, EvalInto)),
                        (set_const, (Module, Symbol, IncludeInto)), (write_marker, (Request, String)),
                        (evaluate, (Module, String, String, String)), (wait_interruptible, (Task,)), (pending_work, ()),
                        (encode_frame, (Char, UInt32, Vector{String})), (send_frame, (Char, UInt32, Vector{String})),
@@ -435,14 +445,16 @@ function main(args)
     # User code should see what `julia -e` shows it: no arguments, no program file.
     empty!(ARGS)
     try Core.eval(Base, :(PROGRAM_FILE = "")) catch end
-    patch_show()
-    compile_hot_path()
-    interpret_worker_code()
-    SWITCH_COMPILE[] || warm_up_interrupts()
+    if !SWITCH_COMPILE[]     # a compiled worker (the default): pay for the loop and interrupts now
+        compile_hot_path()
+        warm_up_interrupts()
+    end
     send_frame('H', 0, [string(VERSION), string(getpid())])
     serve()
 end
 
 end # module
 
+# Decided before `main` runs: compiling `main` would infer the whole worker first.
+JuliaPoolWorker.interpret_worker_code()
 JuliaPoolWorker.main(copy(ARGS))
