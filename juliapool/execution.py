@@ -123,7 +123,9 @@ class Execution:
         """Pass on the stream's output up to its next display marker; True if anything moved."""
         queue, moved = self.queues[name], False
         while queue and not isinstance(queue[0], tuple):
-            self._emit(name, queue.popleft())
+            data = queue.popleft()
+            assert isinstance(data, bytes)
+            self._emit(name, data)
             moved = True
         if queue and queue[0][0] == END_SEQ:
             queue.popleft()

@@ -82,7 +82,7 @@ class JuliaProcessPool:
     kernel sets it, a long-running pool does better without).
     """
 
-    def __init__(self, size: int = 4, timeout: float = 60, julia_path: Optional[str] = None,
+    def __init__(self, size: int = 4, timeout: Optional[float] = 60, julia_path: Optional[str] = None,
                  optimization_flags: bool = True, auto_recover: bool = True, *,
                  julia_args: Sequence[str] = (), preload: Sequence[str] = (), warmup: Optional[str] = None,
                  max_calls: Optional[int] = None, max_rss_mb: Optional[int] = None,
@@ -247,8 +247,9 @@ class JuliaProcessPool:
         if self.max_calls and worker.calls >= self.max_calls:
             return True
         # Memory grows slowly (code made by eval): looking every RSS_CHECK_EVERY calls is enough.
-        due = worker.calls % RSS_CHECK_EVERY == 0 and bool(self.max_rss_mb)
-        return due and worker.rss_bytes() > self.max_rss_mb * 2**20
+        if not self.max_rss_mb or worker.calls % RSS_CHECK_EVERY:
+            return False
+        return worker.rss_bytes() > self.max_rss_mb * 2**20
 
     def _reap_dead_idle(self) -> None:
         """Under the lock: drop idle workers whose process ended, and start replacements."""

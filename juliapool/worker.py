@@ -88,17 +88,17 @@ class Worker:
             if self.proc is not None:
                 os.close(req_r)
                 os.close(rep_w)
-        self._grow_output_pipes()
         self._open_selector()
+        self._grow_output_pipes()
         hello = self._wait_for_hello(time.monotonic() + timeout)
         self.julia_version = hello.text(0)
         log.info("%s: Julia %s ready (pid %s)", self.name, self.julia_version, self.pid)
 
     def _grow_output_pipes(self) -> None:
         # Bigger pipes (Linux: F_SETPIPE_SZ) mean fewer wake-ups and reads for large outputs.
-        for stream in (self.proc.stdout, self.proc.stderr) if self.proc else ():
+        for fd in self._out_fds:
             try:
-                fcntl.fcntl(stream.fileno(), F_SETPIPE_SZ, PIPE_SIZE)
+                fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
             except (OSError, AttributeError):
                 pass
 
@@ -258,10 +258,8 @@ class Worker:
             self.proc.wait()
 
     def _close_fds(self) -> None:
-        sel = getattr(self, "_sel", None)
-        if sel is not None:
-            sel.close()
-            self._sel = None
+        if hasattr(self, "_sel"):
+            self._sel.close()  # idempotent
         for attr in ("_req_w", "_rep_r", "_pidfd"):
             fd = getattr(self, attr, -1)
             if fd >= 0:
