@@ -145,8 +145,36 @@ end
 # Characters that may belong to a dotted name (`Base.Math.sin`) or a macro name (`@time`).
 is_name_char(c::Char) = Base.is_id_char(c) || c == '.' || c == '@' || c == '!'
 
-# The name around the cursor: scan left and right over name characters.
+# The name at the cursor; inside a call's parentheses (`sin(1, |`), the called function's name,
+# as Shift+Tab in a notebook expects.
 function name_at(code::String, cursor::Int)::String
+    cursor = clamp(cursor, 0, ncodeunits(code))
+    name = name_around(code, cursor)
+    isempty(name) || return name
+    open = enclosing_paren(code, cursor)
+    return open == 0 ? "" : name_around(code, open - 1)
+end
+
+# The byte index of the unmatched `(` before `cursor`, or 0. (Parentheses inside strings count
+# too: good enough for a documentation lookup.)
+function enclosing_paren(code::String, cursor::Int)::Int
+    depth = 0
+    i = cursor == 0 ? 0 : thisind(code, cursor)
+    while i > 0
+        c = code[i]
+        if c == ')'
+            depth += 1
+        elseif c == '('
+            depth == 0 && return i
+            depth -= 1
+        end
+        i = prevind(code, i)
+    end
+    return 0
+end
+
+# The name around the cursor: scan left and right over name characters.
+function name_around(code::String, cursor::Int)::String
     isempty(code) && return ""
     stop = cursor
     while stop < ncodeunits(code)
@@ -161,7 +189,7 @@ function name_at(code::String, cursor::Int)::String
         is_name_char(code[i]) || break
         start = i - 1
     end
-    name = strip(code[start+1:stop], '.')
+    name = strip(String(codeunits(code)[start+1:stop]), '.')  # byte offsets at character ends
     # `@time` is a name, `x@y` or `a.@b` only at their last part.
     at = findlast('@', name)
     at === nothing || (name = name[at:end])

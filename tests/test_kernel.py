@@ -232,6 +232,8 @@ class JuliaKernelTests(jkt.KernelTests):
         self.run_cell('"My documented function."\nmy_documented(x) = x')
         reply = self.kc.inspect("my_documented(1)", 3, reply=True, timeout=30)["content"]
         assert reply["found"] and "My documented function." in reply["data"]["text/plain"]
+        reply = self.kc.inspect("my_documented(1, ", 17, reply=True, timeout=30)["content"]
+        assert reply["found"], "Shift+Tab inside a call shows the called function's documentation"
         reply = self.kc.inspect("no_such_name_here", 5, reply=True, timeout=30)["content"]
         assert not reply["found"] and reply["data"] == {}
 
