@@ -4,8 +4,11 @@
 temporary prefix and points JUPYTER_PATH, JUPYTER_DATA_DIR, JUPYTER_RUNTIME_DIR, JUPYTER_CONFIG_DIR and
 IPYTHONDIR at temporary folders, so tests never read or write the real home.
 
-Every kernel started by a test inherits TAG_VAR, and so do its Julia workers: `tagged_pids()` finds
-them through /proc, whatever process group they live in, so a test can prove none was left behind.
+Every kernel started from these kernelspecs gets TAG_VAR (it is in the kernelspec's env, so whatever
+client starts the kernel: jupyter_client, nbclient, a JupyterLab server), and its Julia workers inherit
+it: `tagged_pids()` finds them through /proc, whatever process group they live in, so a test can prove
+none was left behind. The tag is not put into this process's environment, so pools that other tests
+start are never mistaken for the kernels' workers.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ KERNEL_NAME_MSG = "juliapool-test-msg"  # interrupt_mode "message"
 TAG_VAR = "JULIAPOOL_KERNEL_TEST_TAG"
 
 _env: Optional[Dict[str, str]] = None
+_tag = ""
 
 
 def jupyter_env() -> Dict[str, str]:
@@ -42,19 +46,21 @@ def jupyter_env() -> Dict[str, str]:
         "JUPYTER_CONFIG_DIR": str(root / "config"),
         "IPYTHONDIR": str(root / "ipython"),
         "JUPYTER_PLATFORM_DIRS": "1",
-        TAG_VAR: uuid.uuid4().hex,
     }
     os.environ.update(env)
+    global _tag
+    _tag = uuid.uuid4().hex
     for name, mode in ((KERNEL_NAME, "signal"), (KERNEL_NAME_MSG, "message")):
         install(prefix=str(root / "prefix"), name=name, display_name=f"Julia test ({mode})",
-                interrupt_mode=mode)
+                interrupt_mode=mode, env={TAG_VAR: _tag})
     _env = env
     return env
 
 
 def tagged_pids() -> List[int]:
     """Processes (other than this one) started with this test run's tag: kernels and workers."""
-    tag = f"{TAG_VAR}={jupyter_env()[TAG_VAR]}".encode()
+    jupyter_env()
+    tag = f"{TAG_VAR}={_tag}".encode()
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
