@@ -108,14 +108,19 @@ class JuliaProcessPool:
         self._cond = threading.Condition()
         self._workers: List[Worker] = []  # every live worker, busy or idle
         self._idle: List[Worker] = []
-        self._starting = 0
+        self._launching: List[Worker] = []  # being started and warmed up
+        self._deferred = 0  # starts held back until the first worker is ready (wait=False)
         self._start_failures = 0
         self._start_error: Optional[WorkerStartError] = None
         self._closed = False
         self._seq = 0
         _live_pools.add(self)
-        for _ in range(size):
-            self._start_worker_async()
+        # With wait=False (the kernel) someone waits for the FIRST worker: start it alone, so that the
+        # others do not compete with it for the CPU; they start once it is ready.
+        self._deferred = 0 if wait else size - 1
+        with self._cond:
+            for _ in range(size - self._deferred):
+                self._start_worker_async()
         self._keeper = threading.Thread(target=self._keep, name="juliapool-keeper", daemon=True)
         self._keeper.start()
         if wait:
@@ -160,6 +165,9 @@ class JuliaProcessPool:
             if self._closed:
                 return
             self._closed = True
+            launching = list(self._launching)
+            for worker in launching:  # their threads may not outlive us (daemons): end them now
+                worker.cancel()
             workers = list(self._workers)
             self._workers.clear()
             self._idle.clear()
@@ -170,6 +178,8 @@ class JuliaProcessPool:
             t.start()
         for t in threads:
             t.join()
+        for worker in launching:  # their start threads reap them (they were killed above)
+            worker.started.wait(timeout)
         log.info("pool shut down (%d workers)", len(workers))
 
     def __enter__(self) -> "JuliaProcessPool":
@@ -263,45 +273,50 @@ class JuliaProcessPool:
 
     def _should_replace(self) -> bool:
         return (self.auto_recover and not self._closed and self._start_failures < MAX_START_FAILURES
-                and len(self._workers) + self._starting < self.size)
+                and len(self._workers) + len(self._launching) + self._deferred < self.size)
 
     def _raise_if_broken(self) -> None:
-        if not self._workers and not self._starting and self._start_error is not None:
+        if not self._workers and not self._launching and self._start_error is not None:
             raise self._start_error
-        if not self._workers and not self._starting:
+        if not self._workers and not self._launching:
             raise WorkerStartError("no Julia worker is left and auto_recover is off")
 
     # ---- starting workers (never under the lock) -------------------------------------------
 
     def _start_worker_async(self) -> None:
         """Under the lock: count a start and do it in a thread of its own."""
-        self._starting += 1
         self._seq += 1
-        name = f"julia-worker-{self._seq}"
-        threading.Thread(target=self._start_worker, args=(name,), name=name, daemon=True).start()
+        worker = Worker(self.julia_path, str(worker_script()), self.julia_args, self.env, f"julia-worker-{self._seq}")
+        self._launching.append(worker)
+        threading.Thread(target=self._start_worker, args=(worker,), name=worker.name, daemon=True).start()
 
-    def _start_worker(self, name: str) -> None:
-        worker = Worker(self.julia_path, str(worker_script()), self.julia_args, self.env, name)
+    def _start_worker(self, worker: Worker) -> None:
         try:
             worker.start(self.start_timeout)
             self._prepare(worker)
         except WorkerStartError as e:
             worker.stop()
-            log.error("%s", e)
-            with self._cond:
-                self._starting -= 1
-                self._start_failures += 1
-                self._start_error = e
-                self._cond.notify_all()
+            self._started(worker, e)
             return
+        self._started(worker, None)
+
+    def _started(self, worker: Worker, error: Optional[WorkerStartError]) -> None:
+        worker.started.set()
         with self._cond:
-            self._starting -= 1
-            if self._closed:
+            self._launching.remove(worker)
+            for _ in range(self._deferred):
+                self._start_worker_async()
+            self._deferred = 0
+            if error is not None:
+                log.error("%s", error)
+                self._start_failures += 1
+                self._start_error = error
+            elif self._closed:
                 threading.Thread(target=worker.stop, daemon=True).start()
-                return
-            self._start_failures = 0
-            self._workers.append(worker)
-            self._idle.append(worker)
+            else:
+                self._start_failures = 0
+                self._workers.append(worker)
+                self._idle.append(worker)
             self._cond.notify_all()
 
     def _prepare(self, worker: Worker) -> None:
@@ -335,7 +350,7 @@ class JuliaProcessPool:
 
     def _wait_until_started(self) -> None:
         with self._cond:
-            while self._starting and not self._start_error:
+            while self._launching and not self._start_error:
                 self._cond.wait()
             error = self._start_error
         if error is not None:

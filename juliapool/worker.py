@@ -56,6 +56,8 @@ class Worker:
         # Set when output arrived outside any request: a task left behind by some earlier code
         # prints on its own, so the pool retires this worker before it can print into a stranger's call.
         self.dirty = False
+        self.cancelled = False
+        self.started = threading.Event()  # set by the pool when start() returned or failed
         self._next_id = 0
         self._busy = threading.RLock()  # held by the one caller doing I/O
         self._state_lock = threading.Lock()
@@ -88,6 +90,8 @@ class Worker:
             if self.proc is not None:
                 os.close(req_r)
                 os.close(rep_w)
+        if self.cancelled:  # cancel() came before the process existed
+            self.kill()
         self._open_selector()
         self._grow_output_pipes()
         hello = self._wait_for_hello(time.monotonic() + timeout)
@@ -185,6 +189,11 @@ class Worker:
             self._signal(signal.SIGINT)
         self._wake()
         return True
+
+    def cancel(self) -> None:
+        """Stop a start in progress (thread-safe): the process is killed, `start` raises."""
+        self.cancelled = True
+        self.kill("the pool was shut down")
 
     def kill(self, reason: str = "") -> None:
         """SIGKILL the worker's whole process group (it and whatever it spawned); thread-safe.
