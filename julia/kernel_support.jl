@@ -83,15 +83,18 @@ struct KernelDisplay <: AbstractDisplay end
 Base.displayable(::KernelDisplay, m::MIME) = m == MIME"text/plain"() || string(m) in KERNEL_MIMES
 
 function Base.display(::KernelDisplay, x)
-    emit_display(mime_bundle(x))
+    emit_display(display_bundle(x))
     return nothing
 end
 
 # display(d, mime, x): that one representation, plus text/plain as Jupyter's fallback.
 function Base.display(d::KernelDisplay, m::MIME, x)
     Base.invokelatest(showable, m, x) || throw(MethodError(display, (d, m, x)))
-    bundle = Pair{String,String}["text/plain" => plain_text(x)]
-    m == MIME"text/plain"() || push!(bundle, string(m) => render_mime(m, x))
+    bundle = with_compile(COMPILE_MIN) do       # as display_bundle: see there why
+        b = Pair{String,String}["text/plain" => plain_text(x)]
+        m == MIME"text/plain"() || push!(b, string(m) => render_mime(m, x))
+        b
+    end
     emit_display(bundle)
     return nothing
 end

@@ -117,6 +117,7 @@ class JuliaProcessPool:
         _live_pools.add(self)
         # With wait=False (the kernel) someone waits for the FIRST worker: start it alone, so that the
         # others do not compete with it for the CPU; they start once it is ready.
+        self._first_awaited = not wait
         self._deferred = 0 if wait else size - 1
         with self._cond:
             for _ in range(size - self._deferred):
@@ -329,7 +330,10 @@ class JuliaProcessPool:
             if reply.status != "ok":
                 raise WorkerStartError(f"preloading failed: {reply.evalue or describe_exit(worker.poll())}",
                                        reply.traceback or reply.stderr)
-        self._warm_up(worker)
+        # With wait=False someone is waiting for the first worker: warming it up would only delay
+        # that first call by the compilation it is meant to save. Later workers (spares) get it.
+        if self._workers or not self._first_awaited:
+            self._warm_up(worker)
         worker.calls = 0
 
     def _warm_up(self, worker: Worker) -> None:

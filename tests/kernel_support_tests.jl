@@ -1,10 +1,14 @@
 # Unit tests of julia/kernel_support.jl, run by tests/test_kernel_support.py:
 #     julia --startup-file=no tests/kernel_support_tests.jl
-# A stand-in for the worker's module provides `emit_display` and records what is displayed.
+# A stand-in for the worker's module provides `emit_display` (it records what is displayed),
+# `display_bundle` and `with_compile`.
 module JuliaPoolWorker
 using REPL, Base64
 const DISPLAYED = Any[]
 emit_display(bundle::Vector{Pair{String,String}}) = push!(DISPLAYED, bundle)
+const COMPILE_MIN = Int8(3)
+with_compile(f, mode::Int8) = f()          # the worker switches Julia's compiler here
+display_bundle(x) = mime_bundle(x)
 include(joinpath(@__DIR__, "..", "julia", "kernel_support.jl"))
 end
 W = JuliaPoolWorker
