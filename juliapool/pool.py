@@ -308,7 +308,9 @@ class JuliaProcessPool:
             for _ in range(self._deferred):
                 self._start_worker_async()
             self._deferred = 0
-            if error is not None:
+            if error is not None and worker.cancelled:
+                log.debug("%s: start cancelled by shutdown", worker.name)
+            elif error is not None:
                 log.error("%s", error)
                 self._start_failures += 1
                 self._start_error = error
