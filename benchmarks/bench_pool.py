@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Sequence
 
 from juliapool import JuliaExecutor, JuliaProcessPool, __version__
+from juliapool.cli import format_duration as fmt
 from juliapool.discovery import find_julia, julia_version
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,15 +51,6 @@ def summarize(seconds: Sequence[float]) -> Dict[str, float]:
 
     return {"n": len(s), "median": statistics.median(s), "p10": rank(0.1), "p90": rank(0.9),
             "mean": statistics.fmean(s), "min": s[0], "total": sum(s)}
-
-
-def fmt(seconds: float) -> str:
-    """A duration with three significant digits in a unit that suits it."""
-    if seconds >= 1:
-        return f"{seconds:.3g} s"
-    if seconds >= 1e-3:
-        return f"{seconds * 1e3:.3g} ms"
-    return f"{seconds * 1e6:.3g} us"
 
 
 def time_each(call: Callable[[str], object], codes: Sequence[str]) -> List[float]:

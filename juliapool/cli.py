@@ -40,7 +40,7 @@ def _stats(seconds: Sequence[float]) -> Dict[str, float]:
             "total": sum(ordered)}
 
 
-def _fmt(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
     """A duration with three significant digits, in the unit that suits it."""
     if seconds >= 1:
         return f"{seconds:.3g} s"
@@ -64,7 +64,7 @@ def _print_timings(rows: Dict[str, List[float]]) -> None:
     print(f"{'mode':<6} {'median':>10} {'p90':>10} {'mean':>10} {'total':>10}")
     for mode, times in rows.items():
         s = _stats(times)
-        print(f"{mode:<6} {_fmt(s['median']):>10} {_fmt(s['p90']):>10} {_fmt(s['mean']):>10} {_fmt(s['total']):>10}")
+        print(f"{mode:<6} {format_duration(s['median']):>10} {format_duration(s['p90']):>10} {format_duration(s['mean']):>10} {format_duration(s['total']):>10}")
 
 
 def _show_results(executor: JuliaExecutor) -> None:
