@@ -109,7 +109,6 @@ class JuliaProcessPool:
         self._workers: List[Worker] = []  # every live worker, busy or idle
         self._idle: List[Worker] = []
         self._launching: List[Worker] = []  # being started and warmed up
-        self._deferred = 0  # starts held back until the first worker is ready (wait=False)
         self._start_failures = 0
         self._start_error: Optional[WorkerStartError] = None
         self._closed = False
@@ -118,7 +117,7 @@ class JuliaProcessPool:
         # With wait=False (the kernel) someone waits for the FIRST worker: start it alone, so that the
         # others do not compete with it for the CPU; they start once it is ready.
         self._first_awaited = not wait
-        self._deferred = 0 if wait else size - 1
+        self._deferred = 0 if wait else size - 1  # starts held back until the first worker is ready
         with self._cond:
             for _ in range(size - self._deferred):
                 self._start_worker_async()
