@@ -1,4 +1,4 @@
-# When the worker compiles and when it interprets. Included into the worker module (julia/worker.jl).
+# When the worker compiles and when it interprets. Included into the worker module (JuliaPoolWorker.jl).
 
 # Julia compiles every method before it first runs it, and compiling the worker's own
 # paths (error printing, MIME bundles, completion) takes seconds on first use, far more than

@@ -241,7 +241,8 @@ end
 
 # The path of this module as user code can reach it, whatever the user module shadows.
 # (Built without a comprehension: compiling one at load time costs half a second on Julia 1.5.)
-const SUPPORT_MODULE_PATH = "Core." * join(fullname(@__MODULE__), ".")
+# The worker module is Main's `JuliaPoolWorker`, loaded as a package or from its source.
+const SUPPORT_MODULE_PATH = "Core.Main." * string(nameof(@__MODULE__))
 
 """
     rewrite_cell(code) -> String

@@ -1,5 +1,5 @@
 # Modules for user code: a fresh one per plain call (no state leaks), a persistent one per session
-# key. Included into the worker module (julia/worker.jl).
+# key. Included into the worker module (JuliaPoolWorker.jl).
 
 struct EvalInto
     m::Module

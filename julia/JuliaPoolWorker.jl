@@ -1,0 +1,345 @@
+# juliapool worker: one persistent Julia process serving requests from Python. julia/worker.jl
+# loads this module and calls `main`:
+#
+#   julia worker.jl <protocol-version> <REQ fd> <REP fd>
+#
+# Requests arrive as frames on REQ, replies leave on REP (PROTOCOL.md). The user's code runs in its
+# own Task so that SIGINT becomes an InterruptException inside that task and the worker lives on.
+# Everything else (reading and writing frames, markers) runs with SIGINT deferred, so a late signal
+# can never cut a frame in half; a deferred signal surfaces in the idle loop, where it is ignored.
+#
+# Stdlib only, and nothing newer than Julia 1.5 in syntax or API.
+
+module JuliaPoolWorker
+
+using REPL, Base64
+
+include("protocol.jl")
+include("kernel_support.jl")
+
+mutable struct Request
+    id::UInt32
+    nonce::String
+    display_seq::Int
+end
+
+const REQ_IO = Ref{IO}()
+const REP_IO = Ref{IO}()
+const REP_FD = Ref{Int}(-1)
+const SESSIONS = Dict{String,Module}()
+const CURRENT = Ref{Union{Request,Nothing}}(nothing)
+# The module user code runs in, so that its own types print as they would in Main (see patch_show).
+const ACTIVE_MODULE = Ref{Module}(Main)
+
+include("modules.jl")
+include("compilation.jl")
+
+# ---------------------------------------------------------------------------------------------
+# Output markers (PROTOCOL.md): tell Python where a request's output ends on each stream.
+
+"""Write `data` to file descriptor `fd` with one system call, as `io` would but without a trip
+through the event loop (that trip costs ~20 us a write, a third of a trivial call). What the pipe
+does not take at once (it is full, or the fd is non-blocking and busy) goes through `io`."""
+function fast_write(io::IO, fd::Integer, data::Vector{UInt8})
+    flush(io)       # anything `io` still holds goes first
+    n = ccall(:write, Cssize_t, (Cint, Ptr{UInt8}, Csize_t), fd, data, length(data))
+    if n < length(data)
+        write(io, n > 0 ? data[n+1:end] : data)
+        flush(io)
+    end
+    return nothing
+end
+
+send_frame(kind::Char, id::Integer, fields) = fast_write(REP_IO[], REP_FD[], encode_frame(kind, id, fields))
+
+function write_marker(req::Request, seq::AbstractString)
+    Libc.flush_cstdio()     # C output (printf via ccall) sits in libc's buffer until flushed
+    marker = Vector{UInt8}(codeunits(req.nonce * seq))
+    for (io, fd) in ((stdout, 1), (stderr, 2))
+        try
+            fast_write(io, fd, marker)
+        catch
+            # user code closed or replaced the stream: Python will time out and replace us
+        end
+    end
+end
+
+"Called by KernelDisplay: send a display bundle in its place among the printed output."
+function emit_display(bundle::Vector{Pair{String,String}})
+    req = CURRENT[]
+    req === nothing && return
+    req.display_seq += 1
+    seq = string(req.display_seq, base = 16, pad = 8)
+    write_marker(req, seq)
+    disable_sigint(() -> send_frame('M', req.id, [seq; bundle_fields(bundle)]))
+end
+
+"Called when user code reads stdin in a kernel cell that allows it: ask the front end."
+function ask_front_end(prompt::String, password::Bool)::String
+    req = CURRENT[]
+    req === nothing && return ""
+    disable_sigint() do
+        send_frame('N', req.id, [prompt, password ? "1" : "0"])
+        reply = read_frame(REQ_IO[])
+        reply === nothing && exit(0)
+        return field_string(reply, 1)
+    end
+end
+
+# ---------------------------------------------------------------------------------------------
+# Running user code.
+
+lookup(ip) = try StackTraces.lookup(ip) catch; StackTraces.StackFrame[] end
+is_own_frame(f) = dirname(string(f.file)) == @__DIR__     # this file, kernel_support.jl, modules.jl, ...
+
+function trim_backtrace(bt)
+    # Keep the user's frames: cut at the first frame of include_string (our entry point), drop the
+    # Core.eval frames some Julia versions put between it and the user's top-level code, and the
+    # worker's own frames (its stdin and display stand-ins) wherever they are.
+    cut = something(findfirst(ip -> any(f -> f.func === :include_string, lookup(ip)), bt), length(bt) + 1)
+    kept = bt[1:cut-1]
+    while !isempty(kept) && all(f -> endswith(string(f.file), "boot.jl"), lookup(kept[end]))
+        pop!(kept)
+    end
+    return filter(ip -> !any(is_own_frame, lookup(ip)), kept)
+end
+
+unwrap(e) = e isa LoadError ? unwrap(e.error) : e
+
+function error_fields(mod::Module, err, bt)
+    e = unwrap(err)
+    io = IOContext(IOBuffer(), :module => mod, :limit => true)
+    text = try
+        print(io, "ERROR: ")
+        Base.invokelatest(showerror, io, e, trim_backtrace(bt); backtrace = true)
+        println(io)
+        String(take!(io.io))
+    catch
+        "ERROR: " * string(typeof(e)) * " (its message could not be shown)\n"
+    end
+    evalue = try
+        Base.invokelatest(sprint, showerror, e; context = :module => mod)
+    catch
+        string(typeof(e))
+    end
+    return ["error", string(typeof(e)), evalue, text]
+end
+
+function evaluate(mod::Module, code::String, filename::String, flags::String)
+    kernel = 'k' in flags
+    try
+        code = kernel ? rewrite_cell(code) : code
+        run() = compiled() do
+            's' in flags ? include_string(REPL.softscope, mod, code, filename) : include_string(mod, code, filename)
+        end
+        value = kernel ? with_kernel_io(run, 'i' in flags) : run()
+        fields = ["ok", "", "", ""]
+        if 'r' in flags && value !== nothing && !REPL.ends_with_semicolon(code)
+            append!(fields, bundle_fields(display_bundle(value)))
+        end
+        return fields
+    catch err
+        fields = error_fields(mod, err, catch_backtrace())
+        # An interrupt is Python's doing (a timeout or an explicit interrupt): Python reports it.
+        if 'p' in flags && !(unwrap(err) isa InterruptException)
+            print(stderr, fields[4])
+            flush(stderr)
+        end
+        return fields
+    end
+end
+
+function with_kernel_io(f, allow_input::Bool)
+    display = KernelDisplay()
+    pushdisplay(display)
+    try
+        return allow_input ? with_stdin(f, ask_front_end) : without_stdin(f)
+    finally
+        popdisplay(display)
+    end
+end
+
+"Wait for the user's task; SIGINT lands here or in the task, and is forwarded to the task."
+function wait_interruptible(task::Task)
+    while !istaskdone(task)
+        try
+            wait(task)
+        catch e
+            if e isa InterruptException && !istaskdone(task)
+                try schedule(task, e; error = true) catch end
+            elseif !(e isa InterruptException)
+                break       # the task itself failed outside `evaluate`: reported below
+            end
+        end
+    end
+end
+
+"""Work the event loop holds: active libuv handles (timers, sockets, processes) and queued tasks.
+If a call leaves more than it found, it left something running that may print into a later call."""
+function pending_work()::Int
+    handles = try
+        Int(unsafe_load(Ptr{Cuint}(Base.eventloop() + sizeof(Ptr{Cvoid}))))  # uv_loop_t.active_handles
+    catch
+        0
+    end
+    queued = try
+        isempty(Base.Workqueues[Threads.threadid()]) ? 0 : 1
+    catch
+        0
+    end
+    return handles + queued
+end
+
+function handle_exec(frame::Frame)
+    key, code, nonce, filename, flags = (field_string(frame, i) for i in 1:5)
+    patch_show_once()
+    mod = module_for(key)
+    req = Request(frame.id, nonce, 0)
+    CURRENT[] = req
+    ACTIVE_MODULE[] = mod
+    task = Task(() -> evaluate(mod, code, filename, flags))
+    work_before = pending_work()
+    Base.sigatomic_end()        # SIGINT may now arrive: it is meant for this code
+    try
+        schedule(task)
+        wait_interruptible(task)
+    finally
+        Base.sigatomic_begin()
+    end
+    fields = istaskfailed(task) ? ["error", "InterruptException", "interrupted", "InterruptException\n"] :
+                                  fetch(task)
+    # (An interrupted sleep leaves its timer armed: harmless, and not counted.)
+    interrupted = fields[2] == "InterruptException"
+    insert!(fields, 5, !interrupted && pending_work() > work_before ? "1" : "0")
+    CURRENT[] = nothing
+    ACTIVE_MODULE[] = Main
+    write_marker(req, END_SEQ)
+    send_frame('O', frame.id, fields)
+end
+
+# ---------------------------------------------------------------------------------------------
+# The other requests.
+
+function reply(frame::Frame, fields)
+    send_frame('R', frame.id, fields)
+end
+
+function handle(frame::Frame)
+    k = frame.kind
+    if k == 'E'
+        handle_exec(frame)
+    elseif k == 'C'
+        mod = module_for(field_string(frame, 1))
+        start, stop, matches = complete(mod, field_string(frame, 2), parse(Int, field_string(frame, 3)))
+        reply(frame, [string(start); string(stop); matches])
+    elseif k == 'I'
+        mod = module_for(field_string(frame, 1))
+        bundle = inspect(mod, field_string(frame, 2), parse(Int, field_string(frame, 3)),
+                         parse(Int, field_string(frame, 4)))
+        reply(frame, [isempty(bundle) ? "0" : "1"; bundle_fields(bundle)])
+    elseif k == 'K'
+        status, indent = is_complete(field_string(frame, 1))
+        reply(frame, [status, indent])
+    elseif k == 'D'
+        delete!(SESSIONS, field_string(frame, 1))
+        reply(frame, String[])
+    elseif k == 'P'
+        reply(frame, String[])
+    elseif k == 'Q'
+        flush(stdout); flush(stderr)
+        exit(0)
+    else
+        error("juliapool worker: unknown request kind $(repr(k))")
+    end
+end
+
+"Read the next request; a SIGINT that arrives while idle is ignored."
+function next_request()
+    while true
+        try
+            return read_frame(REQ_IO[])
+        catch e
+            e isa InterruptException || rethrow()
+        end
+    end
+end
+
+function serve()
+    while true
+        Base.sigatomic_begin()      # SIGINT is deferred while we read, write and dispatch
+        try
+            bytesavailable(REQ_IO[]) == 0 && patch_show_once()
+            prepare_spare_module()
+        finally
+            Base.sigatomic_end()
+        end
+        frame = next_request()
+        frame === nothing && return      # Python closed the channel: we are done
+        Base.sigatomic_begin()
+        try
+            handle(frame)
+        catch e
+            e isa InterruptException || rethrow()
+        finally
+            try
+                Base.sigatomic_end()
+            catch e
+                # A deferred SIGINT surfaces here, after the reply went out: too late to matter.
+                e isa InterruptException || rethrow()
+            end
+        end
+    end
+end
+
+"""Compile the loop that every request runs through now (~1 s), rather than within the first calls.
+Skipped under `fast_start`: a notebook cell does not notice an interpreted loop (~3 ms a request),
+but it notices a second more of start-up."""
+function compile_hot_path()
+    P = Base.PipeEndpoint
+    for (f, types) in ((serve, ()), (next_request, ()), (read_frame, (P,)), (read_exact, (P, Int)),
+                       (decode_body, (Vector{UInt8},)), (field_string, (Frame, Int)), (handle, (Frame,)),
+                       (handle_exec, (Frame,)), (module_for, (String,)), (fresh_module, ()),
+                       (prepare_spare_module, ()), (patch_show_once, ()), (new_module, (Symbol,)), (set_const, (Module, Symbol, EvalInto)),
+                       (set_const, (Module, Symbol, IncludeInto)), (write_marker, (Request, String)),
+                       (evaluate, (Module, String, String, String)), (wait_interruptible, (Task,)), (pending_work, ()),
+                       (encode_frame, (Char, UInt32, Vector{String})), (send_frame, (Char, UInt32, Vector{String})),
+                       (fast_write, (P, Int, Vector{UInt8})), (fast_write, (Base.TTY, Int, Vector{UInt8})),
+                       (reply, (Frame, Vector{String})), (compiled, (Function,)), (set_compile, (Int8,)))
+        precompile(f, types) || @debug "precompile failed" f types
+    end
+end
+
+"Compile the interrupt path now, so that the first interrupt is as quick as the others."
+function warm_up_interrupts()
+    task = Task(() -> try sleep(10) catch e; e end)
+    schedule(task)
+    yield()
+    schedule(task, InterruptException(); error = true)
+    wait(task)
+    error_fields(Main, InterruptException(), backtrace())
+end
+
+function open_channel(fd::Int)
+    # Not for children: a process started by user code must not hold our channel open.
+    ccall(:fcntl, Cint, (Cint, Cint, Cint), fd, 2, 1)    # F_SETFD, FD_CLOEXEC (Linux and macOS)
+    return open(RawFD(fd))    # a libuv pipe: fdio() would block on pipes in Julia 1.5 (DESIGN.md)
+end
+
+function main(args)
+    args[1] == PROTOCOL_VERSION || error("juliapool worker: protocol $(args[1]) requested, this is $PROTOCOL_VERSION")
+    Base.exit_on_sigint(false)
+    REQ_IO[] = open_channel(parse(Int, args[2]))
+    REP_FD[] = parse(Int, args[3])
+    REP_IO[] = open_channel(REP_FD[])
+    # User code should see what `julia -e` shows it: no arguments, no program file.
+    empty!(ARGS)
+    try Core.eval(Base, :(PROGRAM_FILE = "")) catch end
+    if !SWITCH_COMPILE[]     # a compiled worker (the default): pay for the loop and interrupts now
+        compile_hot_path()
+        warm_up_interrupts()
+    end
+    send_frame('H', 0, [string(VERSION), string(getpid())])
+    serve()
+end
+
+end # module
