@@ -35,7 +35,7 @@ import weakref
 from typing import Dict, List, Optional, Sequence
 
 from .discovery import find_julia, julia_version, worker_script
-from .errors import PoolBusyError, PoolShutDownError, WorkerDiedError, WorkerStartError
+from .errors import JuliaPoolError, PoolBusyError, PoolShutDownError, WorkerDiedError, WorkerStartError
 from .result import CodeExecResult, ExecReply
 from .session import Session
 from .execution import OutputCallback, describe_exit
@@ -299,6 +299,25 @@ class JuliaProcessPool:
             self._started(worker, e)
             return
         self._started(worker, None)
+        if self.warm_kernel and self._first_awaited:
+            self._warm_while_idle(worker)
+
+    def _warm_while_idle(self, worker: Worker) -> None:
+        """The first worker of a wait=False pool went to work cold. If nobody took it yet (a kernel's
+        front end is usually still connecting), compile the simplest cell now rather than in the
+        first real one."""
+        with self._cond:
+            if worker not in self._idle:
+                return
+            self._idle.remove(worker)
+        try:
+            worker.execute("1 + 1", module="session:warm-up", flags="ksr", timeout=self.start_timeout)
+            worker.request("D", ["session:warm-up"], timeout=self.start_timeout)
+        except JuliaPoolError as e:
+            log.debug("%s: warm-up while idle failed: %s", worker.name, e)
+        finally:
+            worker.calls = 0
+            self.checkin(worker)
 
     def _started(self, worker: Worker, error: Optional[WorkerStartError]) -> None:
         worker.started.set()
