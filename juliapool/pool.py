@@ -156,8 +156,11 @@ class JuliaProcessPool:
 
     @property
     def julia_version(self) -> str:
-        """The Julia version the workers run (cheap `julia --version` probe, cached)."""
-        return julia_version(self.julia_path)
+        """The Julia version the workers run: a ready worker's own word, else a `julia --version`
+        probe (cached), so that a kernel can answer kernel_info before any worker is up."""
+        with self._cond:
+            told = next((w.julia_version for w in self._workers if w.julia_version), "")
+        return told or julia_version(self.julia_path)
 
     def shutdown(self, timeout: float = 2.0) -> None:
         """Stop every worker (ask, SIGTERM, SIGKILL). Idempotent; running calls end with an error."""
