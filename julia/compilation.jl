@@ -12,23 +12,26 @@ const COMPILE_ON = Int8(1)     # JL_OPTIONS_COMPILE_ON
 const COMPILE_MIN = Int8(3)    # JL_OPTIONS_COMPILE_MIN
 const SWITCH_COMPILE = Ref(false)
 
+# Which field of jl_options is compile_enabled (`nothing` on a Julia without it): found once.
+const COMPILE_FIELD = findfirst(==(:compile_enabled), fieldnames(Base.JLOptions))
+
+compile_mode_ptr() = Ptr{Int8}(cglobal(:jl_options) + fieldoffset(Base.JLOptions, COMPILE_FIELD))
+
 function set_compile(mode::Int8)
-    SWITCH_COMPILE[] || return
-    field = findfirst(==(:compile_enabled), fieldnames(Base.JLOptions))
-    unsafe_store!(Ptr{Int8}(cglobal(:jl_options) + fieldoffset(Base.JLOptions, field)), mode)
+    SWITCH_COMPILE[] && unsafe_store!(compile_mode_ptr(), mode)
+    return nothing
 end
 
 "Interpret the worker's own code, unless Julia was started with its own --compile choice."
 function interpret_worker_code()
     wanted = get(ENV, "JULIAPOOL_INTERPRET_WORKER", "0") == "1"
-    SWITCH_COMPILE[] = wanted && :compile_enabled in fieldnames(Base.JLOptions) &&
-                       Base.JLOptions().compile_enabled == COMPILE_ON
+    SWITCH_COMPILE[] = wanted && COMPILE_FIELD !== nothing && unsafe_load(compile_mode_ptr()) == COMPILE_ON
     set_compile(COMPILE_MIN)
 end
 
 function with_compile(f, mode::Int8)
     SWITCH_COMPILE[] || return f()
-    before = Base.JLOptions().compile_enabled
+    before = unsafe_load(compile_mode_ptr())
     set_compile(mode)
     try
         return f()

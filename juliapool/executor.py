@@ -98,7 +98,7 @@ class JuliaExecutor:
             try:
                 out, err = proc.communicate(timeout=self.timeout if self.timeout and self.timeout > 0 else None)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+                _kill_group(proc.pid)
                 out, err = proc.communicate()
                 note = f"Execution timed out after {self.timeout:g} seconds\n"
                 return CodeExecResult(_text(out), _text(err) + note, TIMEOUT_EXIT_CODE, timed_out=True)

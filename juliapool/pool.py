@@ -243,18 +243,14 @@ class JuliaProcessPool:
         retire = not worker.alive or (not worker.sessions and (worker.dirty or self._due_for_recycling(worker)))
         with self._cond:
             if worker not in self._workers:  # removed by shutdown meanwhile
-                retire = True
+                threading.Thread(target=worker.stop, daemon=True).start()
             elif retire:
-                self._workers.remove(worker)
-                if self._should_replace():
-                    self._start_worker_async()
+                if worker.alive:
+                    log.info("%s: recycled after %d calls", worker.name, worker.calls)
+                self._retire(worker)
             else:
                 self._idle.append(worker)
             self._cond.notify_all()
-        if retire:
-            if worker.alive:
-                log.info("%s: recycled after %d calls", worker.name, worker.calls)
-            threading.Thread(target=worker.stop, daemon=True).start()
 
     def _due_for_recycling(self, worker: Worker) -> bool:
         if self.max_calls and worker.calls >= self.max_calls:
@@ -269,20 +265,22 @@ class JuliaProcessPool:
         for worker in [w for w in self._idle if not w.alive]:
             log.warning("%s: died while idle (%s)", worker.name, describe_exit(worker.poll()))
             self._idle.remove(worker)
-            self._workers.remove(worker)
-            threading.Thread(target=worker.stop, daemon=True).start()
-            if self._should_replace():
-                self._start_worker_async()
+            self._retire(worker)
+
+    def _retire(self, worker: Worker) -> None:
+        """Under the lock: take a worker out of the pool, stop it behind us, start a replacement."""
+        self._workers.remove(worker)
+        threading.Thread(target=worker.stop, daemon=True).start()
+        if self._should_replace():
+            self._start_worker_async()
 
     def _should_replace(self) -> bool:
         return (self.auto_recover and not self._closed and self._start_failures < MAX_START_FAILURES
                 and len(self._workers) + len(self._launching) + self._deferred < self.size)
 
     def _raise_if_broken(self) -> None:
-        if not self._workers and not self._launching and self._start_error is not None:
-            raise self._start_error
         if not self._workers and not self._launching:
-            raise WorkerStartError("no Julia worker is left and auto_recover is off")
+            raise self._start_error or WorkerStartError("no Julia worker is left and auto_recover is off")
 
     # ---- starting workers (never under the lock) -------------------------------------------
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 from .errors import WorkerDiedError
 from .result import CodeExecResult, ExecReply
 from .execution import DisplayCallback, InputCallback, OutputCallback, describe_exit
+from .protocol import bundle_from_fields
 from .worker import Worker
 
 if TYPE_CHECKING:
@@ -131,8 +132,6 @@ class Session:
 
     def inspect(self, code: str, cursor_pos: int, detail_level: int = 0) -> Dict[str, str]:
         """Documentation of the name at `cursor_pos` as a MIME bundle ({} if none)."""
-        from .protocol import bundle_from_fields
-
         frame = self._request("I", [self.module, code, str(_byte_offset(code, cursor_pos)), str(detail_level)])
         return bundle_from_fields(frame.fields[1:]) if frame.text(0) == "1" else {}
 

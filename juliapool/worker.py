@@ -234,7 +234,7 @@ class Worker:
         try:
             if self.proc.poll() is None:
                 self.ended_by = self._stop_ladder(timeout)
-            self._signal_group_leftovers()
+            self._reap()
             self._close_fds()
         finally:
             self._busy.release()
@@ -256,15 +256,6 @@ class Worker:
             except subprocess.TimeoutExpired:
                 continue
         return "kill"
-
-    def _signal_group_leftovers(self) -> None:
-        # Children the worker started (run(`...`)) share its process group: end them too.
-        if self.proc is not None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            self.proc.wait()
 
     def _close_fds(self) -> None:
         if hasattr(self, "_sel"):
@@ -293,9 +284,7 @@ class Worker:
     def _read(self, fd: int) -> bytes:
         try:
             return os.read(fd, READ_SIZE)
-        except BlockingIOError:
-            return b""
-        except OSError:
+        except OSError:  # nothing to read now (non-blocking), or already closed
             return b""
 
     def _read_frames(self) -> Optional[List[Frame]]:
@@ -402,17 +391,21 @@ class Worker:
                 if answer is not None:
                     self._send("N", run.id, [answer])
         elif what == "wake":
-            try:
-                os.read(self._wake_r, 4096)
-            except OSError:
-                pass
+            self._read(key.fd)
         elif what == "exit":
             return True
         return False
 
     def _reap(self) -> Optional[int]:
-        self._signal(signal.SIGKILL, group=True)
-        return self.proc.wait() if self.proc else None
+        """SIGKILL the process group and wait for the worker. The group is signalled even when the
+        worker itself has already exited: children it started (run(`...`)) may still hold our pipes."""
+        if self.proc is None:
+            return None
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        return self.proc.wait()
 
     def _collect_after_death(self, run: Execution) -> None:
         """The worker ended (or is being killed): reap it and keep every byte it wrote."""
@@ -424,8 +417,7 @@ class Worker:
                 self.proc.wait(EXIT_WAIT)
             except subprocess.TimeoutExpired:
                 pass
-        self._signal(signal.SIGKILL, group=True)  # also ends children that hold our pipes open
-        self.proc.wait()
+        self._reap()  # also ends children that hold our pipes open
         end = time.monotonic() + 2.0
         open_fds = dict(self._out_fds)
         while open_fds and time.monotonic() < end:
