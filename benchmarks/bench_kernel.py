@@ -1,6 +1,6 @@
 """The juliapool Jupyter kernel against ipykernel's Python kernel, measured in one run, same client.
 
-    python benchmarks/bench_kernel.py [--rounds 5] [--cells 200] [--out FILE.json]
+    python benchmarks/bench_kernel.py [--rounds 5] [--cells 200] [--out FILE.json]   (default results/bench_kernel.json)
 
 Both kernels are started and driven by jupyter_client (KernelManager + BlockingKernelClient), as
 JupyterLab's server and nbclient do:
@@ -14,19 +14,21 @@ JupyterLab's server and nbclient do:
 
 DESIGN.md section 6 targets are reported as met or not, never asserted: start to first result no
 slower than ipykernel's; the cell after a crash within 1 s; an interrupt back to idle within 1 s.
-The kernelspec is installed into a temporary folder (JUPYTER_PATH), never the real home.
+The kernelspec is installed into a temporary folder (JUPYTER_PATH), never the real home. The
+kernel uses the system image `juliapool sysimage` built, if any (JULIAPOOL_SYSIMAGE=off: none).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import tempfile
 import time
+from pathlib import Path
 from typing import Any, Dict, List, Tuple
+
+from bench_pool import RESULTS, environment, write_json
 
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
@@ -184,19 +186,17 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--cells", type=int, default=200)
-    p.add_argument("--out", help="also write the figures to this JSON file")
+    p.add_argument("--out", type=Path, default=RESULTS / "bench_kernel.json", help="JSON results (%(default)s)")
     opts = p.parse_args()
+    env = environment()
     with tempfile.TemporaryDirectory(prefix="juliapool-bench-kernel-") as root:
         private_jupyter_env(root)
         raw = measure(opts.rounds, opts.cells)
-    from juliapool.discovery import find_julia, julia_version
-
-    print(f"Julia {julia_version(find_julia())}, Python {platform.python_version()}, "
-          f"{os.cpu_count()} cores, {opts.rounds} rounds, {opts.cells} cells")
+    print(f"juliapool at {env['commit'][:10]}, Julia {env['julia']}, Python {env['python']}, {env['cpus']} cores, "
+          f"load {env['loadavg_at_start'][0]:.2f}, {opts.rounds} rounds, {opts.cells} cells, "
+          f"system image: {env['sysimage'] or 'none'}")
     summary = report(raw)
-    if opts.out:
-        with open(opts.out, "w") as f:
-            json.dump({"summary": summary, "raw": raw}, f, indent=2)
+    write_json(opts.out, {"environment": env, "summary": summary, "raw": raw})
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from typing import Any, Callable, Dict, List, Sequence
 
 from juliapool import JuliaExecutor, JuliaProcessPool, __version__
 from juliapool.cli import format_duration as fmt
+from juliapool.sysimage import find_sysimage
 from juliapool.discovery import find_julia, julia_version
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,6 +74,7 @@ def environment() -> Dict[str, Any]:
         "commit": git("rev-parse", "HEAD"), "commit_subject": git("log", "-1", "--format=%s"),
         "library_changes_not_committed": git("status", "--porcelain", "--", "juliapool", "julia").splitlines(),
         "juliapool": __version__, "julia": julia_version(julia), "julia_path": julia,
+        "sysimage": find_sysimage(julia),
         "python": platform.python_version(), "cpus": os.cpu_count(), "machine": platform.platform(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "loadavg_at_start": list(os.getloadavg()),
     }

@@ -4,7 +4,9 @@
 #
 # The module is loaded as a package, so that Julia caches it (parsed, lowered) in the user's depot
 # (~/.julia/compiled) the first time: later workers load it in a fraction of the ~0.35 s that reading
-# its source takes on Julia 1.5. Where no cache can be made, the source is read as before.
+# its source takes on Julia 1.5. Where no cache can be made, the source is read as before. On a
+# juliapool system image (juliapool/sysimage.py) the module is in the image already, compiled, and
+# `using` only finds it there.
 
 let dir = @__DIR__
     pushfirst!(LOAD_PATH, dir)

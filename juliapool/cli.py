@@ -1,4 +1,5 @@
-"""The `juliapool` command: `demo` (spawn vs pool, measured in one run), `run` (one snippet), `version`.
+"""The `juliapool` command: `demo` (spawn vs pool, measured in one run), `run` (one snippet), `version`,
+`sysimage` (build the system image that makes workers start ready).
 
 Exit codes: `run` exits with the snippet's own code (0, 1 for an uncaught error, n for `exit(n)`),
 124 when it timed out (as `timeout(1)` does) and 128+N when Julia was killed by signal N.
@@ -21,6 +22,7 @@ from .errors import JuliaNotFoundError, JuliaPoolError
 from .executor import JuliaExecutor
 from .pool import JuliaProcessPool
 from .result import TIMEOUT_EXIT_CODE, CodeExecResult
+from .sysimage import build_sysimage, find_sysimage
 
 log = logging.getLogger("juliapool.cli")
 
@@ -173,6 +175,19 @@ def cmd_version(args: argparse.Namespace) -> int:
         print(INSTALL_HINT)
         return EXIT_NO_JULIA
     print(f"julia {julia_version(julia)} at {julia}")
+    print(f"system image: {find_sysimage(julia) or 'none (build one with `juliapool sysimage`)'}")
+    return 0
+
+
+# ---- sysimage --------------------------------------------------------------------------------
+
+def cmd_sysimage(args: argparse.Namespace) -> int:
+    julia = find_julia()
+    if args.check:
+        image = find_sysimage(julia)
+        print(image or f"no system image for {julia}")
+        return 0 if image else EXIT_ERROR
+    build_sysimage(julia, say=lambda line: print(f"juliapool sysimage: {line}", flush=True))
     return 0
 
 
@@ -197,6 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     version = sub.add_parser("version", help="juliapool's version, and which Julia it runs")
     version.set_defaults(func=cmd_version)
+
+    image = sub.add_parser("sysimage", help="build a Julia system image with the worker compiled in (2-4 min)")
+    image.add_argument("--check", action="store_true", help="only say which image workers would use")
+    image.set_defaults(func=cmd_sysimage)
     return parser
 
 

@@ -562,6 +562,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="Debian mirror to download from (default: $JULIAPOOL_DEBIAN_MIRROR, "
                              "else the Debian archive in the system's apt sources)")
     parser.add_argument("--force", action="store_true", help="reinstall even if already installed")
+    parser.add_argument("--no-sysimage", action="store_true",
+                        help="do not build the system image that makes workers start ready "
+                             "(2-4 minutes; `juliapool sysimage` builds it later)")
     parser.add_argument("--print-path", action="store_true",
                         help="print the julia command if installed (exit 1 if not); install nothing")
     parser.add_argument("-q", "--quiet", action="store_true", help="only print warnings, errors and the path")
@@ -589,8 +592,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.error("interrupted; an installed runtime, if any, was left as it was")
         return 130
+    if not args.no_sysimage:
+        _build_sysimage(path, force=args.force, home=args.home)
     print(path)
     return 0
+
+
+def _build_sysimage(julia: Path, force: bool, home: Path | None) -> None:
+    """The runtime works without the image, only slower to start: a failed build is a warning."""
+    from .sysimage import SysimageError, build_sysimage
+
+    try:
+        build_sysimage(str(julia), say=log.info, force=force, home=home)
+    except SysimageError as exc:
+        log.warning("%s\nJulia is installed; workers will start without a system image", exc)
 
 
 if __name__ == "__main__":

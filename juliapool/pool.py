@@ -32,12 +32,13 @@ import os
 import threading
 import time
 import weakref
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Union
 
 from .discovery import find_julia, julia_version, worker_script
 from .errors import JuliaPoolError, PoolBusyError, PoolShutDownError, WorkerDiedError, WorkerStartError
 from .result import CodeExecResult, ExecReply
 from .session import Session
+from .sysimage import find_sysimage
 from .execution import OutputCallback, describe_exit
 from .worker import Worker
 
@@ -48,6 +49,7 @@ BASE_FLAGS = ["--startup-file=no", "--history-file=no", "--color=no"]
 # optimisation (measured in benchmarks/bench_flags.py); only start-up noise is removed.
 WORKER_OPT_FLAGS: List[str] = []
 MAX_START_FAILURES = 3
+SPARES_AFTER = 1.5  # seconds
 RSS_CHECK_EVERY = 16  # consecutive start failures before the pool gives up replacing workers
 
 _live_pools: "weakref.WeakSet[JuliaProcessPool]" = weakref.WeakSet()
@@ -79,7 +81,9 @@ class JuliaProcessPool:
     `warm_kernel` (also compile the notebook paths before a worker takes work), `fast_start` (a
     worker is ready in a fraction of the time because its own rarely-run code, e.g. error
     printing, is interpreted instead of compiled; the user's code is compiled either way: the
-    kernel sets it, a long-running pool does better without).
+    kernel sets it, a long-running pool does better without), `sysimage` (a Julia system image to
+    start workers with: None finds the one `juliapool sysimage` built for this Julia, if any; False
+    never uses one; a path uses that file. A worker that cannot start on it starts without it).
     """
 
     def __init__(self, size: int = 4, timeout: Optional[float] = 60, julia_path: Optional[str] = None,
@@ -88,7 +92,8 @@ class JuliaProcessPool:
                  max_calls: Optional[int] = None, max_rss_mb: Optional[int] = None,
                  checkout_timeout: Optional[float] = None, interrupt_grace: float = 2.0,
                  start_timeout: float = 120.0, wait: bool = True, env: Optional[Dict[str, str]] = None,
-                 warm_kernel: bool = False, fast_start: bool = False) -> None:
+                 warm_kernel: bool = False, fast_start: bool = False,
+                 sysimage: Union[str, bool, None] = None) -> None:
         if size < 1:
             raise ValueError("size must be at least 1")
         self.size = size
@@ -96,6 +101,7 @@ class JuliaProcessPool:
         self.julia_path = find_julia(julia_path)
         self.auto_recover = auto_recover
         self.julia_args = BASE_FLAGS + (WORKER_OPT_FLAGS if optimization_flags else []) + list(julia_args)
+        self.sysimage = self._choose_sysimage(sysimage)
         self.preload = list(preload)
         self.warmup = warmup
         self.max_calls = max_calls if max_calls is not None else _env_int("JULIAPOOL_MAX_CALLS", 5000)
@@ -115,9 +121,11 @@ class JuliaProcessPool:
         self._seq = 0
         _live_pools.add(self)
         # With wait=False (the kernel) someone waits for the FIRST worker: start it alone, so that the
-        # others do not compete with it for the CPU; they start once it is ready.
+        # others do not compete for the CPU with it, nor with the caller's own start-up (a kernel's
+        # Python side); they start after the first call, or SPARES_AFTER seconds after it is ready.
         self._first_awaited = not wait
-        self._deferred = 0 if wait else size - 1  # starts held back until the first worker is ready
+        self._deferred = 0 if wait else size - 1  # starts held back
+        self._spares_due: Optional[float] = None  # when the held-back starts begin anyway
         with self._cond:
             for _ in range(size - self._deferred):
                 self._start_worker_async()
@@ -238,10 +246,12 @@ class JuliaProcessPool:
                     raise PoolBusyError(f"no Julia worker became free within {self.checkout_timeout}s")
                 self._cond.wait(left)
 
-    def checkin(self, worker: Worker) -> None:
+    def checkin(self, worker: Worker, *, served: bool = True) -> None:
         """Return a worker after a call: idle again, or retired (dead, or due for recycling)."""
         retire = not worker.alive or (not worker.sessions and (worker.dirty or self._due_for_recycling(worker)))
         with self._cond:
+            if served:
+                self._start_deferred()
             if worker not in self._workers:  # removed by shutdown meanwhile
                 threading.Thread(target=worker.stop, daemon=True).start()
             elif retire:
@@ -274,6 +284,12 @@ class JuliaProcessPool:
         if self._should_replace():
             self._start_worker_async()
 
+    def _start_deferred(self) -> None:
+        """Under the lock: start the workers held back while the first one was awaited."""
+        for _ in range(self._deferred):
+            self._start_worker_async()
+        self._deferred = 0
+
     def _should_replace(self) -> bool:
         return (self.auto_recover and not self._closed and self._start_failures < MAX_START_FAILURES
                 and len(self._workers) + len(self._launching) + self._deferred < self.size)
@@ -287,7 +303,8 @@ class JuliaProcessPool:
     def _start_worker_async(self) -> None:
         """Under the lock: count a start and do it in a thread of its own."""
         self._seq += 1
-        worker = Worker(self.julia_path, str(worker_script()), self.julia_args, self.env, f"julia-worker-{self._seq}")
+        args = self.julia_args + (["-J", self.sysimage] if self.sysimage else [])
+        worker = Worker(self.julia_path, str(worker_script()), args, self.env, f"julia-worker-{self._seq}")
         self._launching.append(worker)
         threading.Thread(target=self._start_worker, args=(worker,), name=worker.name, daemon=True).start()
 
@@ -318,17 +335,23 @@ class JuliaProcessPool:
             log.debug("%s: warm-up while idle failed: %s", worker.name, e)
         finally:
             worker.calls = 0
-            self.checkin(worker)
+            self.checkin(worker, served=False)
 
     def _started(self, worker: Worker, error: Optional[WorkerStartError]) -> None:
         worker.started.set()
         with self._cond:
             self._launching.remove(worker)
-            for _ in range(self._deferred):
-                self._start_worker_async()
-            self._deferred = 0
+            if error is not None:
+                self._start_deferred()
+            elif self._deferred and self._spares_due is None:
+                self._spares_due = time.monotonic() + SPARES_AFTER
             if error is not None and worker.cancelled:
                 log.debug("%s: start cancelled by shutdown", worker.name)
+            elif error is not None and self.sysimage and "-J" in worker.julia_args:
+                log.warning("%s could not start on the system image %s, so workers start without it "
+                            "(rebuild it with `juliapool sysimage`): %s", worker.name, self.sysimage, error)
+                self.sysimage = None
+                self._start_worker_async()
             elif error is not None:
                 log.error("%s", error)
                 self._start_failures += 1
@@ -340,6 +363,13 @@ class JuliaProcessPool:
                 self._workers.append(worker)
                 self._idle.append(worker)
             self._cond.notify_all()
+
+    def _choose_sysimage(self, sysimage: Union[str, bool, None]) -> Optional[str]:
+        if any(a in ("-J", "--sysimage") or a.startswith(("-J", "--sysimage=")) for a in self.julia_args):
+            return None  # the caller chose an image in julia_args
+        if sysimage is None or sysimage is True:
+            return find_sysimage(self.julia_path)
+        return sysimage or None
 
     def _prepare(self, worker: Worker) -> None:
         """Preload packages and warm up, before the worker takes work. Errors here are start errors."""
@@ -390,6 +420,8 @@ class JuliaProcessPool:
                 if self._closed:
                     return
                 self._reap_dead_idle()
+                if self._spares_due is not None and time.monotonic() >= self._spares_due:
+                    self._start_deferred()
                 self._cond.wait(0.5)
 
 

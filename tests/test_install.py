@@ -135,7 +135,7 @@ def test_rerun_is_a_no_op(home: Path, julia: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(inst, "_build", fail)
     monkeypatch.setattr(inst, "debs_in_dir", fail)
     assert inst.install(from_debs=SHARED_DEBS, home=home) == julia
-    result = run_cli("--home", str(home), "--from-debs", str(SHARED_DEBS))
+    result = run_cli("--home", str(home), "--from-debs", str(SHARED_DEBS), "--no-sysimage")
     assert (result.returncode, result.stdout) == (0, f"{julia}\n"), result.stderr
     assert "already installed" in result.stderr
     after = marker.stat()
@@ -183,7 +183,7 @@ def test_corrupted_deb_fails_clearly(debs_copy: Path, tmp_path: Path) -> None:
     data[len(data) // 2] ^= 0xFF
     victim.unlink()  # it was a symlink into the read-only shared folder
     victim.write_bytes(bytes(data))
-    result = run_cli("--home", str(tmp_path / "home"), "--from-debs", str(debs_copy))
+    result = run_cli("--home", str(tmp_path / "home"), "--from-debs", str(debs_copy), "--no-sysimage")
     assert result.returncode == 1
     assert "checksum mismatch" in result.stderr and victim.name in result.stderr
     assert not (tmp_path / "home" / "julia-1.5.3").exists()

@@ -1,0 +1,45 @@
+# Builds the object file of a juliapool system image; juliapool/sysimage.py runs it as
+#
+#   julia -J <Julia's own image> --sysimage-native-code=yes --output-o OUT.o sysimage.jl STDLIB TRACE
+#
+# and links OUT.o into a shared library. Julia writes the image when this script ends: everything
+# loaded by then (the worker module) and every method compiled by then (the precompile statements
+# that TRACE, the --trace-compile output of a worker running a typical workload, lists) is in it.
+# The worker's own state (pipes, sessions) is made by `main` at run time, never here.
+
+# With --output-o, Julia skips parts of its own start-up that depend on where it runs.
+Base.reinit_stdio()
+@eval Sys BINDIR = ccall(:jl_get_julia_bindir, Any, ())::String
+@eval Sys STDLIB = $(ARGS[1])
+Base.init_load_path()
+Base.init_depot_path()
+
+let dir = @__DIR__
+    pushfirst!(LOAD_PATH, dir)
+    try
+        Core.eval(Main, :(using JuliaPoolWorker))
+    finally
+        filter!(!=(dir), LOAD_PATH)
+    end
+end
+
+# Statements name types by their modules' paths (Base.Broadcast..., REPL.REPLCompletions..., the
+# worker's own): evaluate them where every loaded module is visible under its name. Those naming a
+# user's snippet module fail, and are meant to.
+module PrecompileArea
+    for (_, mod) in Base.loaded_modules
+        isdefined(@__MODULE__, nameof(mod)) || Core.eval(@__MODULE__, :(const $(nameof(mod)) = $mod))
+    end
+end
+
+let done = 0, failed = 0
+    for line in eachline(ARGS[2])
+        startswith(line, "precompile(") || continue
+        try
+            Core.eval(PrecompileArea, Meta.parse(line)) ? (done += 1) : (failed += 1)
+        catch
+            failed += 1
+        end
+    end
+    println("$done methods compiled, $failed statements skipped")
+end
