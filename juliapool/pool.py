@@ -48,9 +48,9 @@ BASE_FLAGS = ["--startup-file=no", "--history-file=no", "--color=no"]
 # A long-lived worker compiles each snippet once and may run it long: keep Julia's default
 # optimisation (measured in benchmarks/bench_flags.py); only start-up noise is removed.
 WORKER_OPT_FLAGS: List[str] = []
-MAX_START_FAILURES = 3
-SPARES_AFTER = 1.5  # seconds
-RSS_CHECK_EVERY = 16  # consecutive start failures before the pool gives up replacing workers
+MAX_START_FAILURES = 3  # consecutive start failures before the pool gives up replacing workers
+RSS_CHECK_EVERY = 16  # calls between two looks at a worker's memory
+SPARES_AFTER = 1.5  # seconds after the first worker of a wait=False pool is ready
 
 _live_pools: "weakref.WeakSet[JuliaProcessPool]" = weakref.WeakSet()
 
@@ -122,7 +122,8 @@ class JuliaProcessPool:
         _live_pools.add(self)
         # With wait=False (the kernel) someone waits for the FIRST worker: start it alone, so that the
         # others do not compete for the CPU with it, nor with the caller's own start-up (a kernel's
-        # Python side); they start after the first call, or SPARES_AFTER seconds after it is ready.
+        # Python side); they start when a second caller needs one, after the first call, or
+        # SPARES_AFTER seconds after the first is ready.
         self._first_awaited = not wait
         self._deferred = 0 if wait else size - 1  # starts held back
         self._spares_due: Optional[float] = None  # when the held-back starts begin anyway
@@ -241,6 +242,8 @@ class JuliaProcessPool:
                     self._idle.remove(pick)
                     return pick
                 self._raise_if_broken()
+                if want is None and self._workers:  # every ready worker is busy: no more holding back
+                    self._start_deferred()
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     raise PoolBusyError(f"no Julia worker became free within {self.checkout_timeout}s")
@@ -286,6 +289,8 @@ class JuliaProcessPool:
 
     def _start_deferred(self) -> None:
         """Under the lock: start the workers held back while the first one was awaited."""
+        if self._closed:
+            return
         for _ in range(self._deferred):
             self._start_worker_async()
         self._deferred = 0
@@ -347,7 +352,7 @@ class JuliaProcessPool:
                 self._spares_due = time.monotonic() + SPARES_AFTER
             if error is not None and worker.cancelled:
                 log.debug("%s: start cancelled by shutdown", worker.name)
-            elif error is not None and self.sysimage and "-J" in worker.julia_args:
+            elif error is not None and self.sysimage and "-J" in worker.julia_args and not self._closed:
                 log.warning("%s could not start on the system image %s, so workers start without it "
                             "(rebuild it with `juliapool sysimage`): %s", worker.name, self.sysimage, error)
                 self.sysimage = None

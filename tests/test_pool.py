@@ -19,7 +19,7 @@ from typing import List
 
 import pytest
 
-from conftest import Lines, pid_alive, run_in_thread, wait_gone
+from conftest import Lines, pid_alive, run_in_thread, wait_gone, wait_until
 from juliapool import (CodeExecResult, JuliaNotFoundError, JuliaProcessPool, PoolBusyError, PoolShutDownError,
                        protocol)
 
@@ -441,6 +441,48 @@ def test_worker_holding_a_session_is_not_recycled(recycling_pool):
 
 
 # ---- start-up --------------------------------------------------------------------------------------
+
+def test_wait_false_starts_one_worker_and_the_others_after_the_first_call(monkeypatch):
+    import juliapool.pool as pool_module
+
+    monkeypatch.setattr(pool_module, "SPARES_AFTER", 3600.0)  # only the first call may start them
+    pool = JuliaProcessPool(size=3, wait=False)
+    try:
+        assert (len(pool._launching), pool._deferred) == (1, 2)  # returned at once, one start under way
+        assert pool.execute("print(1)").stdout == "1"
+        assert wait_until(lambda: len(pool._workers) == 3, 60)
+    finally:
+        pool.shutdown()
+
+
+def test_wait_false_starts_the_others_when_a_second_caller_needs_one(monkeypatch, tmp_path):
+    import juliapool.pool as pool_module
+
+    monkeypatch.setattr(pool_module, "SPARES_AFTER", 3600.0)
+    go = tmp_path / "go"
+    pool = JuliaProcessPool(size=2, wait=False)
+    try:
+        # The first call holds the only worker until the test creates `go`.
+        first, first_box = run_in_thread(pool.execute, f"while !isfile({jl_str(str(go))}) sleep(0.05) end; print(getpid())")
+        assert wait_until(lambda: pool._workers and not pool._idle, 60)
+        second = pool.execute("print(getpid())")  # served by a worker started for it
+        go.touch()
+        first.join(60)
+        assert first_box["result"].stdout != second.stdout
+    finally:
+        pool.shutdown()
+
+
+def test_wait_false_starts_the_others_soon_after_the_first_is_ready(monkeypatch):
+    import juliapool.pool as pool_module
+
+    monkeypatch.setattr(pool_module, "SPARES_AFTER", 0.1)
+    pool = JuliaProcessPool(size=2, wait=False)
+    try:
+        assert wait_until(lambda: len(pool._workers) == 2, 60)  # without any call
+    finally:
+        pool.shutdown()
+
 
 def test_bad_julia_path_raises_julia_not_found():
     with pytest.raises(JuliaNotFoundError) as info:
