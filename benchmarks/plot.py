@@ -1,5 +1,8 @@
 """Chart benchmarks/results/bench_pool.json: per-call time, pool vs spawn (log scale), and
-CPU-bound throughput by worker count. Writes benchmarks/results/pool_vs_spawn.png.
+CPU-bound throughput by worker count -> results/pool_vs_spawn.png. If the kernel benchmark's
+results are there too (bench_kernel.json, and bench_kernel_no_sysimage.json from a run with
+JULIAPOOL_SYSIMAGE=off), also the kernel's start to first result against ipykernel's, each pair
+measured in one run -> results/kernel_start.png.
 
     python -m pip install -e '.[bench]'   # matplotlib
     python benchmarks/plot.py [--json benchmarks/results/bench_pool.json] [--out ...png]
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import Any, Dict, Sequence
@@ -56,6 +60,39 @@ def plot_throughput(ax: plt.Axes, rows: Sequence[Dict[str, Any]]) -> None:
     ax.set_title(f"CPU-bound calls (fib(25) per call), {rows[0]['threads']} client threads", fontsize=10)
 
 
+KERNEL_RUNS = [("bench_kernel.json", "with the system image"),
+               ("bench_kernel_no_sysimage.json", "JULIAPOOL_SYSIMAGE=off")]
+
+
+def plot_kernel_start(out: Path) -> bool:
+    """Grouped bars: per run, median start to first result of both kernels, min-max whiskers."""
+    runs = [(json.loads((RESULTS / name).read_text()), label) for name, label in KERNEL_RUNS
+            if (RESULTS / name).is_file()]
+    if not runs:
+        return False
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for i, (data, label) in enumerate(runs):
+        for j, (kernel, color) in enumerate((("python3", SPAWN_COLOR), ("juliapool-bench", POOL_COLOR))):
+            times = [r["first_result"] for r in data["raw"]["start"][kernel]]
+            med = statistics.median(times)
+            x = i + (j - 0.5) * 0.36
+            ax.bar(x, med, width=0.34, color=color, yerr=[[med - min(times)], [max(times) - med]], capsize=5,
+                   label=("ipykernel (Python)", "juliapool kernel (Julia)")[j] if i == 0 else None)
+            ax.text(x, med / 2, f"{med * 1e3:.0f} ms", ha="center", fontsize=10, fontweight="bold", color="white")
+    ax.set_xticks(range(len(runs)), [f"run {label}\n({len(d['raw']['start']['python3'])} starts each)"
+                                     for d, label in runs])
+    ax.set_ylabel("kernel start to first cell result (s)")
+    ax.legend(loc="upper left", fontsize=9, frameon=False)
+    env = runs[0][0]["environment"]
+    ax.set_title(f"Start to the result of `1 + 1`, median and min-max; Julia {env['julia']}, {env['cpus']} CPUs",
+                 fontsize=10)
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.1)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    print(f"wrote {out}")
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", type=Path, default=RESULTS / "bench_pool.json")
@@ -71,6 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     fig.tight_layout()
     fig.savefig(args.out, dpi=120)
     print(f"wrote {args.out}")
+    plot_kernel_start(RESULTS / "kernel_start.png")
     return 0
 
 
