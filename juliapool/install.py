@@ -602,6 +602,8 @@ def _build_sysimage(julia: Path, force: bool, home: Path | None) -> None:
     """The runtime works without the image, only slower to start: a failed build is a warning."""
     from .sysimage import SysimageError, build_sysimage
 
+    for noisy in ("juliapool.pool", "juliapool.worker"):  # the build's own workers starting and stopping
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         build_sysimage(str(julia), say=log.info, force=force, home=home)
     except SysimageError as exc:

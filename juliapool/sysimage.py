@@ -1,6 +1,6 @@
 """A Julia system image with the worker compiled in, so that a worker is ready as soon as Julia is.
 
-    juliapool sysimage [--julia PATH]      (juliapool-install-julia builds one for the Julia it installs)
+    juliapool [--julia PATH] sysimage [--check]    (juliapool-install-julia builds one for its Julia)
 
 Without one, a worker spends ~0.3 s loading and compiling its own code after Julia's ~0.2 s start,
 and the first notebook cell compiles display and error paths on top. The build, 2-4 minutes:

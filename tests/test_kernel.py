@@ -59,6 +59,8 @@ class JuliaKernelTests(jkt.KernelTests):
         {"code": "display(\"text/plain\", 5)", "mime": "text/plain"},
     ]
     code_inspect_sample = "sin"
+    supported_history_operations = ("tail", "range", "search")
+    code_history_pattern = "1 + *"
 
     @classmethod
     def setUpClass(cls) -> None:

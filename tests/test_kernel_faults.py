@@ -240,3 +240,25 @@ def test_without_julia_the_kernel_starts_and_cells_say_why() -> None:
         kc.stop_channels()
         km.shutdown_kernel(now=False)
     assert wait_no_tagged_processes() == []
+
+
+# ---- a flood of output ---------------------------------------------------------------------------
+
+def test_a_flood_of_output_is_cut_with_a_note_and_the_cell_completes() -> None:
+    jupyter_env()
+    env = dict(os.environ, JULIAPOOL_MAX_CELL_OUTPUT="100000")
+    km, kc = start_new_kernel(kernel_name=KERNEL_NAME, startup_timeout=60, env=env)
+    try:
+        reply, msgs = run(kc, 'for i in 1:100_000; println("line ", i); end; print(stderr, "late"); 42')
+        assert reply["status"] == "ok"
+        text = "".join(c["text"] for t, c in msgs if t == "stream")
+        assert text.startswith("line 1\nline 2\n")
+        assert text.count("output truncated") == 1 and "JULIAPOOL_MAX_CELL_OUTPUT" in text
+        assert len(text) < 100_000 + 300 and "late" not in text  # ~1.2 MB printed
+        assert [c["data"]["text/plain"] for t, c in msgs if t == "execute_result"] == ["42"]
+        reply, msgs = run(kc, 'println("after")')  # the next cell has its own allowance
+        assert [c["text"] for t, c in msgs if t == "stream"] == ["after\n"]
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=False)
+    assert wait_no_tagged_processes() == []

@@ -17,15 +17,18 @@ lives in julia/kernel_support.jl; recovery from crashes lives in the pool, which
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import functools
 import json
 import logging
+import os
 import signal
 import threading
 import uuid
 from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple
 
 from ipykernel.kernelbase import Kernel, kernel_protocol_version
+from jupyter_client.session import Session as WireSession
 
 from juliapool import ExecReply, JuliaPoolError, JuliaProcessPool, Session
 
@@ -44,7 +47,23 @@ FRESH_WORKER_NOTE = ("Note: the notebook's Julia worker had stopped; this cell r
 RED, RESET = "\x1b[0;31m", "\x1b[0m"
 VERSION_WAIT = 2.0  # seconds kernel_info may wait for `julia --version` (it takes milliseconds)
 INPUT_POLL_MS = 50
+HISTORY_SESSION = 1  # history "session" number of the kernel's one session
 STREAM_FLUSH_INTERVAL = 0.05  # seconds output may wait to be sent with what follows it
+# A cell's printed output reaches the front end up to this many characters (a browser tab chokes on
+# megabytes of text; IJulia cuts output too). The cell itself runs on, its output is dropped.
+MAX_OUTPUT_ENV = "JULIAPOOL_MAX_CELL_OUTPUT"
+DEFAULT_MAX_OUTPUT = 1_000_000
+TRUNCATED = ("\n[juliapool: output truncated: this cell printed more than {limit} characters; "
+             "the rest is not shown. ${env} sets the limit, 0 for none]\n")
+
+
+def _max_output() -> int:
+    text = os.environ.get(MAX_OUTPUT_ENV, "").strip()
+    try:
+        return max(0, int(text)) if text else DEFAULT_MAX_OUTPUT
+    except ValueError:
+        log.warning("$%s=%r is not a number of characters; using %d", MAX_OUTPUT_ENV, text, DEFAULT_MAX_OUTPUT)
+        return DEFAULT_MAX_OUTPUT
 
 
 class StreamBatcher:
@@ -52,11 +71,14 @@ class StreamBatcher:
 
     Julia writes output in many small pieces; one message per piece would flood the front end.
     Text waits at most STREAM_FLUSH_INTERVAL, and is sent at once when the other stream or a
-    display comes next, so the order of everything the cell printed is kept.
+    display comes next, so the order of everything the cell printed is kept. Past `limit`
+    characters (0: no limit) the rest is dropped, after a note that says so.
     """
 
-    def __init__(self, send: Callable[[str, str], None]) -> None:
+    def __init__(self, send: Callable[[str, str], None], limit: int = 0) -> None:
         self._send = send
+        self._limit = limit
+        self._left = limit
         self._lock = threading.Lock()
         self._name = ""
         self._parts: List[str] = []
@@ -64,6 +86,10 @@ class StreamBatcher:
 
     def write(self, name: str, text: str) -> None:
         with self._lock:
+            if self._limit:
+                text = self._within_limit(text)
+                if not text:
+                    return
             if self._parts and name != self._name:
                 self._flush_locked()
             self._name = name
@@ -72,6 +98,15 @@ class StreamBatcher:
                 self._timer = threading.Timer(STREAM_FLUSH_INTERVAL, self.flush)
                 self._timer.daemon = True
                 self._timer.start()
+
+    def _within_limit(self, text: str) -> str:
+        if self._left < 0:  # the note was sent
+            return ""
+        kept = text[:self._left]
+        self._left -= len(text)
+        if self._left < 0:
+            kept += TRUNCATED.format(limit=self._limit, env=MAX_OUTPUT_ENV)
+        return kept
 
     def flush(self) -> None:
         with self._lock:
@@ -113,6 +148,8 @@ class JuliaKernel(Kernel):
         self._cell_running = threading.Event()
         self._input_cancel = threading.Event()
         self._loss_reported = False
+        self.max_output = _max_output()
+        self._history: List[List[Any]] = []  # [execution_count, code, result text] per stored cell
         # Workers live in their own process group: the SIGINT that jupyter_client sends to ours
         # never reaches them, so the kernel forwards it (and keeps it from raising in its loop).
         signal.signal(signal.SIGINT, self._on_sigint)
@@ -135,6 +172,13 @@ class JuliaKernel(Kernel):
                                     warm_kernel=True, fast_start=True), None
         except JuliaPoolError as e:  # no Julia: start anyway, every cell will say why
             return None, e
+
+    @property
+    def _wire(self) -> WireSession:
+        """jupyter_client's Session (signs and sends messages): set by the kernel application
+        before the first message arrives, None only in ipykernel's type hints."""
+        assert self.session is not None
+        return self.session
 
     def _session(self) -> Session:
         if self.julia is None:
@@ -199,7 +243,7 @@ class JuliaKernel(Kernel):
         parent = self.get_parent("shell")
         ident = self._parent_ident["shell"]
         self._input_cancel.clear()
-        out = StreamBatcher(functools.partial(self._send_stream, parent))
+        out = StreamBatcher(functools.partial(self._send_stream, parent), self.max_output)
 
         def on_display(bundle: Dict[str, str]) -> None:
             out.flush()
@@ -214,6 +258,9 @@ class JuliaKernel(Kernel):
             want_result=not silent, allow_input=allow_stdin,
             on_output=None if silent else out.write,
             on_display=None if silent else on_display, on_input=on_input)
+        entry = [self.execution_count, code, None]  # history: the result's text/plain once known
+        if store_history and not silent:
+            self._history.append(entry)
         self._cell_running.set()
         try:
             rep = await asyncio.get_running_loop().run_in_executor(None, run)
@@ -226,6 +273,7 @@ class JuliaKernel(Kernel):
         finally:
             self._cell_running.clear()
             out.flush()
+        entry[2] = rep.result.get("text/plain") if rep.result else None
         return self._finish(parent, silent, rep)
 
     def _run_on_session(self, code: str, **kwargs: Any) -> ExecReply:
@@ -242,10 +290,10 @@ class JuliaKernel(Kernel):
                 lines.append(STATE_LOST)
             return self._error_reply(parent, silent, rep.ename or "Error", rep.evalue, lines)
         if rep.result and not silent:
-            self.session.send(self.iopub_socket, "execute_result",
-                              {"execution_count": self.execution_count,
-                               "data": jsonable_bundle(rep.result), "metadata": {}},
-                              parent=parent, ident=self._topic("execute_result"))
+            self._wire.send(self.iopub_socket, "execute_result",
+                            {"execution_count": self.execution_count,
+                             "data": jsonable_bundle(rep.result), "metadata": {}},
+                            parent=parent, ident=self._topic("execute_result"))
         return {"status": "ok", "execution_count": self.execution_count,
                 "payload": [], "user_expressions": {}}
 
@@ -254,18 +302,43 @@ class JuliaKernel(Kernel):
         """Exactly one `error` message on iopub, and the matching reply content."""
         content = {"ename": ename, "evalue": evalue, "traceback": lines}
         if not silent:
-            self.session.send(self.iopub_socket, "error", content, parent=parent,
-                              ident=self._topic("error"))
+            self._wire.send(self.iopub_socket, "error", content, parent=parent,
+                            ident=self._topic("error"))
         return {"status": "error", "execution_count": self.execution_count, **content}
 
     def _send_stream(self, parent: dict, name: str, text: str) -> None:
-        self.session.send(self.iopub_socket, "stream", {"name": name, "text": text},
-                          parent=parent, ident=self._topic("stream"))
+        self._wire.send(self.iopub_socket, "stream", {"name": name, "text": text},
+                        parent=parent, ident=self._topic("stream"))
 
     def _send_display(self, parent: dict, bundle: Dict[str, str]) -> None:
-        self.session.send(self.iopub_socket, "display_data",
-                          {"data": jsonable_bundle(bundle), "metadata": {}, "transient": {}},
-                          parent=parent, ident=self._topic("display_data"))
+        self._wire.send(self.iopub_socket, "display_data",
+                        {"data": jsonable_bundle(bundle), "metadata": {}, "transient": {}},
+                        parent=parent, ident=self._topic("display_data"))
+
+    # ---- history: this kernel process's cells (front ends' up-arrow); not kept across restarts ----
+
+    async def do_history(self, hist_access_type: str, output: bool, raw: bool, session: Optional[int] = None,
+                         start: Optional[int] = None, stop: Optional[int] = None, n: Optional[int] = None,
+                         pattern: Optional[str] = None, unique: bool = False, **kwargs: Any) -> dict:
+        picked = self._history
+        if hist_access_type == "tail":
+            picked = picked[-n:] if n else list(picked)
+        elif hist_access_type == "range":
+            # Session 0 is "the current one" in the protocol; HISTORY_SESSION is what we report.
+            if session not in (None, 0, HISTORY_SESSION):
+                picked = []
+            picked = [e for e in picked if (start or 0) <= e[0] and (stop is None or e[0] < stop)]
+        elif hist_access_type == "search":
+            picked = [e for e in picked if fnmatch.fnmatchcase(e[1], pattern or "*")]
+            if unique:  # the latest of each distinct input, in order
+                latest = {e[1]: e for e in picked}
+                picked = [e for e in picked if latest[e[1]] is e]
+            if n:
+                picked = picked[-n:]
+        else:
+            picked = []
+        return {"status": "ok",
+                "history": [(HISTORY_SESSION, line, (code, text) if output else code) for line, code, text in picked]}
 
     # ---- stdin ---------------------------------------------------------------------------------
 
@@ -274,13 +347,13 @@ class JuliaKernel(Kernel):
         up when the cell is interrupted: the worker waits for this answer with SIGINT deferred, so
         it must get one before the interrupt can land. "\\x04" means end of file to the worker."""
         while self.stdin_socket.poll(0):  # a stale reply to an earlier request
-            self.session.recv(self.stdin_socket)
-        self.session.send(self.stdin_socket, "input_request",
-                          {"prompt": prompt, "password": password}, parent, ident=ident)
+            self._wire.recv(self.stdin_socket)
+        self._wire.send(self.stdin_socket, "input_request",
+                        {"prompt": prompt, "password": password}, parent, ident=ident)
         while not self._input_cancel.is_set():
             if not self.stdin_socket.poll(INPUT_POLL_MS):
                 continue
-            _, reply = self.session.recv(self.stdin_socket)
+            _, reply = self._wire.recv(self.stdin_socket)
             if reply and reply["header"]["msg_type"] == "input_reply":
                 return str(reply["content"].get("value", ""))
         return "\x04"
@@ -336,7 +409,7 @@ class JuliaKernel(Kernel):
     async def interrupt_request(self, stream: Any, ident: Any, parent: dict) -> None:
         """interrupt_mode "message": interrupt the worker, not this process."""
         self._interrupt()
-        self.session.send(stream, "interrupt_reply", {"status": "ok"}, parent, ident=ident)
+        self._wire.send(stream, "interrupt_reply", {"status": "ok"}, parent, ident=ident)
 
     def _interrupt(self) -> None:
         if not self._cell_running.is_set():
