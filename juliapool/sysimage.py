@@ -225,8 +225,10 @@ def build_sysimage(julia: str, say: Callable[[str], None] = print, force: bool =
         (work / "trace.jl").unlink()
         shutil.rmtree(folder, ignore_errors=True)
         os.rename(work, folder)  # at once: a pool starting meanwhile sees the old image or the new one
-    except OSError as e:
-        raise SysimageError(f"could not put the image in {folder}: {e}") from e
+    except SysimageError:
+        raise
+    except (OSError, JuliaPoolError) as e:  # a worker of the build failed, a disk filled up, ...
+        raise SysimageError(f"building the image in {work} failed: {e}") from e
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return folder / IMAGE_NAME
