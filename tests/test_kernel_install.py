@@ -62,6 +62,19 @@ def test_defaults_and_user_install(jupyter_dirs: Dict[str, Path]) -> None:
     assert spec["argv"][5:] == []
 
 
+def test_install_byte_compiles_juliapool(jupyter_dirs: Dict[str, Path]) -> None:
+    """So that a kernel does not compile juliapool's sources at every start (editable installs,
+    PYTHONDONTWRITEBYTECODE)."""
+    import importlib.util
+
+    import juliapool.result
+
+    cached = Path(importlib.util.cache_from_source(juliapool.result.__file__))
+    cached.unlink(missing_ok=True)
+    assert kernel_install.main(["--prefix", str(jupyter_dirs["prefix"])]) == 0
+    assert cached.is_file()
+
+
 def test_sys_prefix_install(jupyter_dirs: Dict[str, Path]) -> None:
     assert kernel_install.main(["--sys-prefix", "--name", "jp"]) == 0
     spec = spec_of(jupyter_dirs["sys_prefix"] / "share" / "jupyter" / "kernels" / "jp")

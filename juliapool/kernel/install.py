@@ -12,6 +12,7 @@ Python, the Julia options), and handed to jupyter_client's KernelSpecManager, wh
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import shutil
 import sys
@@ -105,7 +106,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    julia=opts.julia, julia_args=_julia_args(opts),
                    interrupt_mode=opts.interrupt_mode, env=env)
     print(f"Installed kernelspec {opts.name} in {dest}")
+    byte_compile_package()
     return 0
+
+
+def byte_compile_package() -> None:
+    """Write juliapool's .pyc files now. pip does so for a regular install, but not for an editable
+    one, and where PYTHONDONTWRITEBYTECODE is set (common in containers) Python never writes them:
+    every kernel start would then compile juliapool's sources again (~25 ms, before Julia starts).
+    A read-only install folder is left as it is."""
+    package = Path(__file__).resolve().parent.parent
+    try:
+        compileall.compile_dir(str(package), quiet=2)
+    except OSError:
+        pass
 
 
 if __name__ == "__main__":
