@@ -22,7 +22,7 @@ from .errors import JuliaNotFoundError, JuliaPoolError
 from .executor import JuliaExecutor
 from .pool import JuliaProcessPool
 from .result import TIMEOUT_EXIT_CODE, CodeExecResult
-from .sysimage import build_sysimage, find_sysimage
+from .sysimage import SYSIMAGE_ENV, build_sysimage, find_sysimage
 
 log = logging.getLogger("juliapool.cli")
 
@@ -185,9 +185,10 @@ def cmd_sysimage(args: argparse.Namespace) -> int:
     julia = find_julia()
     if args.check:
         image = find_sysimage(julia)
-        print(image or f"no system image for {julia}")
+        why = f" (${SYSIMAGE_ENV}={os.environ[SYSIMAGE_ENV]})" if os.environ.get(SYSIMAGE_ENV) else ""
+        print(image or f"no system image for {julia}{why}")
         return 0 if image else EXIT_ERROR
-    build_sysimage(julia, say=lambda line: print(f"juliapool sysimage: {line}", flush=True))
+    build_sysimage(julia, say=lambda line: print(f"juliapool sysimage: {line}", flush=True), force=args.force)
     return 0
 
 
@@ -215,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     image = sub.add_parser("sysimage", help="build a Julia system image with the worker compiled in (2-4 min)")
     image.add_argument("--check", action="store_true", help="only say which image workers would use")
+    image.add_argument("--force", action="store_true", help="build again even if a valid image exists")
     image.set_defaults(func=cmd_sysimage)
     return parser
 
