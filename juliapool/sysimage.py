@@ -15,7 +15,7 @@ Images live in <juliapool home>/sysimages/<key>/, the key naming the Julia execu
 worker's sources. `find_sysimage` (called at every pool start, so it only reads a small JSON file
 and stats one file) returns nothing when the sources changed or Julia's own image was replaced
 (an upgrade): the worker then boots the usual way. A pool that fails to start a worker on an image
-drops the image and starts without it.
+drops the image and starts without it. A new image replaces the older ones built for the same Julia.
 """
 
 from __future__ import annotations
@@ -225,6 +225,7 @@ def build_sysimage(julia: str, say: Callable[[str], None] = print, force: bool =
         (work / "trace.jl").unlink()
         shutil.rmtree(folder, ignore_errors=True)
         os.rename(work, folder)  # at once: a pool starting meanwhile sees the old image or the new one
+        remove_older_images(julia, keep=folder)
     except SysimageError:
         raise
     except (OSError, JuliaPoolError) as e:  # a worker of the build failed, a disk filled up, ...
@@ -232,6 +233,26 @@ def build_sysimage(julia: str, say: Callable[[str], None] = print, force: bool =
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return folder / IMAGE_NAME
+
+
+def remove_older_images(julia: str, keep: Path) -> List[Path]:
+    """Delete the images built for `julia` from other worker sources (~150 MB each, never used
+    again once juliapool is upgraded) and builds that died over a day ago. Returns what went."""
+    gone = []
+    for folder in keep.parent.iterdir():
+        if folder == keep or not folder.is_dir():
+            continue
+        try:
+            if folder.name.startswith("build-"):
+                stale = time.time() - folder.stat().st_mtime > 86400
+            else:
+                stale = json.loads((folder / META_NAME).read_text()).get("julia") == os.path.realpath(julia)
+        except (OSError, ValueError):
+            continue
+        if stale:
+            shutil.rmtree(folder, ignore_errors=True)
+            gone.append(folder)
+    return gone
 
 
 def _build(julia: str, work: Path, say: Callable[[str], None]) -> None:

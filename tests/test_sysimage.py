@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -141,6 +142,29 @@ def test_cli_says_which_image_workers_use(julia_path, private_home):
     out = subprocess.run([sys.executable, "-m", "juliapool.cli", "version"],
                          capture_output=True, text=True, env=env, timeout=60)
     assert "system image: /images/mine.so" in out.stdout
+
+
+def test_a_new_image_replaces_older_ones_for_the_same_julia(private_home, tmp_path):
+    base = tmp_path / "sys.so"
+    base.write_bytes(b"julia's own image")
+    current = fake_built_image("/opt/julia/bin/julia", base).parent
+    home = current.parent
+
+    def folder(name: str, julia: str = "", age_days: float = 0) -> Path:
+        f = home / name
+        f.mkdir()
+        if julia:
+            (f / si.META_NAME).write_text(json.dumps({"julia": julia}))
+        os.utime(f, (time.time() - age_days * 86400,) * 2)
+        return f
+
+    older = folder("0123456789abcdef", julia="/opt/julia/bin/julia")  # other worker sources
+    other_julia = folder("fedcba9876543210", julia="/opt/other/bin/julia")
+    dead_build = folder("build-old", age_days=2)
+    running_build = folder("build-new")
+    gone = si.remove_older_images("/opt/julia/bin/julia", keep=current)
+    assert sorted(gone) == sorted([older, dead_build])
+    assert current.is_dir() and other_julia.is_dir() and running_build.is_dir()
 
 
 # ---- a build that cannot work says why -----------------------------------------------------------
