@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import signal
 import time
-from typing import Any, Dict, Iterator, List, Tuple
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 from jupyter_client.blocking.client import BlockingKernelClient
@@ -25,17 +26,24 @@ pytestmark = pytest.mark.timeout(120)
 Kernel = Tuple[KernelManager, BlockingKernelClient]
 
 
-@pytest.fixture(params=[KERNEL_NAME, KERNEL_NAME_MSG], ids=["signal", "message"])
-def kernel(request: Any) -> Iterator[Kernel]:
-    """A fresh kernel per test, in each interrupt mode; nothing of it may outlive the test."""
+@contextmanager
+def own_kernel(name: str = KERNEL_NAME, env: Optional[Dict[str, str]] = None, now: bool = False) -> Iterator[Kernel]:
+    """A kernel of its own; when done, it is shut down (`now`: at once) and nothing of it may be left."""
     jupyter_env()
-    km, kc = start_new_kernel(kernel_name=request.param, startup_timeout=60)
+    km, kc = start_new_kernel(kernel_name=name, startup_timeout=60, **({} if env is None else {"env": env}))
     try:
         yield km, kc
     finally:
         kc.stop_channels()
-        km.shutdown_kernel(now=False)
-        assert wait_no_tagged_processes() == [], "kernel or Julia worker processes were left behind"
+        km.shutdown_kernel(now=now)
+    assert wait_no_tagged_processes() == [], "kernel or Julia worker processes were left behind"
+
+
+@pytest.fixture(params=[KERNEL_NAME, KERNEL_NAME_MSG], ids=["signal", "message"])
+def kernel(request: Any) -> Iterator[Kernel]:
+    """A fresh kernel per test, in each interrupt mode; nothing of it may outlive the test."""
+    with own_kernel(request.param) as k:
+        yield k
 
 
 def submit(kc: BlockingKernelClient, code: str, allow_stdin: bool = False) -> str:
@@ -177,9 +185,7 @@ def test_worker_killed_between_cells_is_reported_with_the_next_cell(kernel: Kern
 # ---- restart and shutdown ------------------------------------------------------------------------
 
 def test_restart_leaves_no_julia_behind() -> None:
-    jupyter_env()
-    km, kc = start_new_kernel(kernel_name=KERNEL_NAME, startup_timeout=60)
-    try:
+    with own_kernel() as (km, kc):
         run(kc, "a = 1")
         before = set(julia_pids(tagged_pids()))
         assert before
@@ -191,64 +197,40 @@ def test_restart_leaves_no_julia_behind() -> None:
         while set(julia_pids(tagged_pids())) & before and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not set(julia_pids(tagged_pids())) & before
-    finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=False)
-    assert wait_no_tagged_processes() == []
 
 
 def test_shutdown_during_an_endless_cell_leaves_nothing() -> None:
-    jupyter_env()
-    km, kc = start_new_kernel(kernel_name=KERNEL_NAME, startup_timeout=60)
-    try:
+    with own_kernel() as (km, kc):
         msg_id = submit(kc, "while true end")
         wait_busy(kc, msg_id)
-    finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=False)
-    assert wait_no_tagged_processes() == []
 
 
 def test_sigterm_to_the_kernel_leaves_nothing() -> None:
-    jupyter_env()
-    km, kc = start_new_kernel(kernel_name=KERNEL_NAME, startup_timeout=60)
-    try:
+    with own_kernel(now=True) as (km, kc):
         run(kc, "1")
         assert julia_pids(tagged_pids())
         km.provisioner.process.send_signal(signal.SIGTERM)
         km.provisioner.process.wait(timeout=30)
-    finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
-    assert wait_no_tagged_processes() == []
 
 
 # ---- no Julia ------------------------------------------------------------------------------------
 
 def test_without_julia_the_kernel_starts_and_cells_say_why() -> None:
-    jupyter_env()
     env = dict(os.environ, JULIAPOOL_JULIA="/nonexistent/julia")
-    km, kc = start_new_kernel(kernel_name=KERNEL_NAME, startup_timeout=60, env=env)
-    try:
+    with own_kernel(env=env) as (km, kc):
         info = kc.kernel_info(reply=True, timeout=30)["content"]
         assert info["language_info"]["name"] == "julia"
         reply, msgs = run(kc, "1 + 1")
         assert reply["status"] == "error" and reply["ename"] == "JuliaNotFoundError"
         assert "/nonexistent/julia" in reply["evalue"]
         assert [t for t, _ in msgs] == ["error"]
-    finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=False)
-    assert wait_no_tagged_processes() == []
 
 
 # ---- a flood of output ---------------------------------------------------------------------------
 
 def test_a_flood_of_output_is_cut_with_a_note_and_the_cell_completes() -> None:
-    jupyter_env()
     env = dict(os.environ, JULIAPOOL_MAX_CELL_OUTPUT="100000")
-    km, kc = start_new_kernel(kernel_name=KERNEL_NAME, startup_timeout=60, env=env)
-    try:
+    with own_kernel(env=env) as (km, kc):
         reply, msgs = run(kc, 'for i in 1:100_000; println("line ", i); end; print(stderr, "late"); 42')
         assert reply["status"] == "ok"
         text = "".join(c["text"] for t, c in msgs if t == "stream")
@@ -258,7 +240,3 @@ def test_a_flood_of_output_is_cut_with_a_note_and_the_cell_completes() -> None:
         assert [c["data"]["text/plain"] for t, c in msgs if t == "execute_result"] == ["42"]
         reply, msgs = run(kc, 'println("after")')  # the next cell has its own allowance
         assert [c["text"] for t, c in msgs if t == "stream"] == ["after\n"]
-    finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=False)
-    assert wait_no_tagged_processes() == []

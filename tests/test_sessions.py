@@ -7,6 +7,8 @@ import os
 import re
 import signal
 import threading
+from contextlib import contextmanager
+from typing import Iterator
 
 import pytest
 
@@ -98,6 +100,25 @@ def test_session_error_keeps_state(shared_pool):
 
 # ---- when the session's worker dies ------------------------------------------------------------------
 
+@contextmanager
+def session_on(fault_pool, key: str) -> Iterator[Session]:
+    """A session on the whole fault pool; closed after, and the pool whole again."""
+    wait_for_workers(fault_pool)
+    session = fault_pool.session(key)
+    try:
+        yield session
+    finally:
+        session.close()
+    wait_for_workers(fault_pool)
+
+
+def assert_goes_on_fresh(session: Session, old_pid: int) -> None:
+    """After its worker died: the next call says so, runs on a new worker with fresh state, and
+    the calls after it run normally there."""
+    new_pid = assert_restarted(session.execute("println(isdefined(@__MODULE__, :x)); println(getpid())"), old_pid)
+    assert_continues(session, new_pid)
+
+
 def assert_restarted(r, old_pid: int) -> int:
     """The first result after a death: says so, runs on a new worker, with fresh state."""
     assert r.worker_restarted, r
@@ -118,25 +139,16 @@ def assert_continues(session: Session, pid: int) -> None:
 
 @pytest.mark.timeout(150)
 def test_session_continues_after_its_worker_died_while_idle(fault_pool):
-    wait_for_workers(fault_pool)
-    session = fault_pool.session("idle-death")
-    try:
+    with session_on(fault_pool, "idle-death") as session:
         pid = int(session.execute("x = 1; println(getpid())").stdout)
         os.kill(pid, signal.SIGKILL)
         assert wait_until(lambda: pid not in fault_pool.worker_pids(), 10)
-        r = session.execute("println(isdefined(@__MODULE__, :x)); println(getpid())")
-        new_pid = assert_restarted(r, pid)
-        assert_continues(session, new_pid)
-    finally:
-        session.close()
-    wait_for_workers(fault_pool)
+        assert_goes_on_fresh(session, pid)
 
 
 @pytest.mark.timeout(150)
 def test_session_continues_after_its_worker_was_killed_mid_call(fault_pool):
-    wait_for_workers(fault_pool)
-    session = fault_pool.session("mid-call-death")
-    try:
+    with session_on(fault_pool, "mid-call-death") as session:
         session.execute("x = 1")
         lines = Lines()
         thread, box = run_in_thread(session.execute, 'println("PID ", getpid()); sleep(60)', on_output=lines)
@@ -148,25 +160,13 @@ def test_session_continues_after_its_worker_was_killed_mid_call(fault_pool):
         died = box["result"]
         assert died.exit_code == -9, died
         assert "state" in died.stderr, f"the result says the session's state is lost: {died.stderr!r}"
-        r = session.execute("println(isdefined(@__MODULE__, :x)); println(getpid())")
-        new_pid = assert_restarted(r, pid)
-        assert_continues(session, new_pid)
-    finally:
-        session.close()
-    wait_for_workers(fault_pool)
+        assert_goes_on_fresh(session, pid)
 
 
 @pytest.mark.timeout(150)
 def test_session_continues_after_a_stuck_call_was_killed(fault_pool):
-    wait_for_workers(fault_pool)
-    session = fault_pool.session("stuck")
-    try:
+    with session_on(fault_pool, "stuck") as session:
         pid = int(session.execute("x = 1; println(getpid())").stdout)
         stuck = session.execute("while true end", timeout=1)
         assert stuck.timed_out and "Execution timed out after 1 seconds" in stuck.stderr, stuck
-        r = session.execute("println(isdefined(@__MODULE__, :x)); println(getpid())")
-        new_pid = assert_restarted(r, pid)
-        assert_continues(session, new_pid)
-    finally:
-        session.close()
-    wait_for_workers(fault_pool)
+        assert_goes_on_fresh(session, pid)
