@@ -2,8 +2,9 @@
 
     juliapool [--julia PATH] sysimage [--check]    (juliapool-install-julia builds one for its Julia)
 
-Without one, a worker spends ~0.3 s loading and compiling its own code after Julia's ~0.2 s start,
-and the first notebook cell compiles display and error paths on top. The build, 2-4 minutes:
+Without one, a worker loads and compiles its own code after Julia has started, and the first
+notebook cell compiles display and error paths on top: it is ready about three times later
+(benchmarks/bench_sysimage.py). The build, 2-4 minutes:
 
     1. trace    a worker started with --trace-compile runs WORKLOAD (pool calls, notebook cells,
                 completion, help)             -> trace.jl: one precompile(...) per compiled method
