@@ -119,6 +119,7 @@ class JuliaProcessPool:
         self._start_error: Optional[WorkerStartError] = None
         self._closed = False
         self._seq = 0
+        self._counts = {"calls": 0, "errors": 0, "timeouts": 0, "restarts": 0, "recycled": 0}
         _live_pools.add(self)
         # With wait=False (the kernel) someone waits for the FIRST worker: start it alone, so that the
         # others do not compete for the CPU with it, nor with the caller's own start-up (a kernel's
@@ -147,8 +148,8 @@ class JuliaProcessPool:
         for attempt in range(3):
             worker = self.checkout()
             try:
-                return worker.execute(code, timeout=self._timeout(timeout), grace=self.interrupt_grace,
-                                      on_output=on_output)
+                return self.count(worker.execute(code, timeout=self._timeout(timeout), grace=self.interrupt_grace,
+                                                 on_output=on_output))
             except WorkerDiedError as e:  # died before it read the code: safe to run it elsewhere
                 log.warning("%s: %s; retrying on another worker", worker.name, e)
                 error = e
@@ -162,6 +163,22 @@ class JuliaProcessPool:
         with self._cond:
             self._seq += 1
             return Session(self, key if key is not None else f"session-{self._seq}")
+
+    def get_stats(self) -> Dict[str, object]:
+        """Counters and worker states, for monitoring (OpenEnv's /pool_status reports them)."""
+        with self._cond:
+            return {"size": self.size, "workers": len(self._workers), "idle": len(self._idle),
+                    "busy": len(self._workers) - len(self._idle), "starting": len(self._launching) + self._deferred,
+                    "sessions": sum(len(w.sessions) for w in self._workers), **self._counts,
+                    "closed": self._closed}
+
+    def count(self, reply: ExecReply) -> ExecReply:
+        """Count one finished call (plain or session) in the pool's stats."""
+        with self._cond:
+            self._counts["calls"] += 1
+            self._counts["errors"] += reply.status != "ok"
+            self._counts["timeouts"] += reply.timed_out
+        return reply
 
     @property
     def julia_version(self) -> str:
@@ -283,6 +300,7 @@ class JuliaProcessPool:
     def _retire(self, worker: Worker) -> None:
         """Under the lock: take a worker out of the pool, stop it behind us, start a replacement."""
         self._workers.remove(worker)
+        self._counts["restarts" if not worker.alive else "recycled"] += 1
         threading.Thread(target=worker.stop, daemon=True).start()
         if self._should_replace():
             self._start_worker_async()

@@ -66,7 +66,7 @@ class Session:
                     reply = worker.execute(code, module=self.module, filename=filename, flags=flags,
                                            timeout=self.pool._timeout(timeout), grace=self.pool.interrupt_grace,
                                            on_output=on_output, on_display=on_display, on_input=on_input)
-                    return self._annotate(reply)
+                    return self._annotate(self.pool.count(reply))
                 except WorkerDiedError as e:  # died while idle, before it read the code
                     self._lost = f"the session's worker died while idle ({e})"
                     error = e
