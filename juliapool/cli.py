@@ -22,7 +22,7 @@ from .errors import JuliaNotFoundError, JuliaPoolError
 from .executor import JuliaExecutor
 from .pool import JuliaProcessPool
 from .result import TIMEOUT_EXIT_CODE, CodeExecResult
-from .sysimage import SYSIMAGE_ENV, build_sysimage, find_sysimage
+from .paths import SYSIMAGE_ENV, find_sysimage
 
 log = logging.getLogger("juliapool.cli")
 
@@ -188,6 +188,8 @@ def cmd_sysimage(args: argparse.Namespace) -> int:
         why = f" (${SYSIMAGE_ENV}={os.environ[SYSIMAGE_ENV]})" if os.environ.get(SYSIMAGE_ENV) else ""
         print(image or f"no system image for {julia}{why}")
         return 0 if image else EXIT_ERROR
+    from .runtime.sysimage import build_sysimage  # the build tool, only when asked for
+
     build_sysimage(julia, say=lambda line: print(f"juliapool sysimage: {line}", flush=True), force=args.force)
     return 0
 

@@ -34,11 +34,11 @@ import time
 import weakref
 from typing import Dict, List, Optional, Sequence, Union
 
-from .discovery import find_julia, julia_version, worker_script
+from .discovery import find_julia, julia_version
+from .paths import find_sysimage, worker_script
 from .errors import JuliaPoolError, PoolBusyError, PoolShutDownError, WorkerDiedError, WorkerStartError
 from .result import CodeExecResult, ExecReply
 from .session import Session
-from .sysimage import find_sysimage
 from .execution import OutputCallback, describe_exit
 from .worker import Worker
 

@@ -30,13 +30,11 @@ from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple
 from ipykernel.kernelbase import Kernel, kernel_protocol_version
 from jupyter_client.session import Session as WireSession
 
-from juliapool import ExecReply, JuliaPoolError, JuliaProcessPool, Session
+from juliapool import ExecReply, JuliaPoolError, JuliaProcessPool, Session, __version__
+
+from . import start_pool
 
 log = logging.getLogger(__name__)
-
-from . import DEFAULT_POOL_SIZE
-
-__version__ = "0.1.0"
 
 # What a cell reports when its worker died: the pool says what happened, the kernel says what it means.
 STATE_LOST = ("The notebook's Julia state (variables, functions, loaded packages) is gone: "
@@ -167,11 +165,7 @@ class JuliaKernel(Kernel):
     def _make_pool(self) -> Tuple[Optional[JuliaProcessPool], Optional[JuliaPoolError]]:
         if self.preset_pool is not None or self.preset_pool_error is not None:
             return self.preset_pool, self.preset_pool_error
-        try:
-            return JuliaProcessPool(size=DEFAULT_POOL_SIZE, timeout=None, wait=False,
-                                    warm_kernel=True, fast_start=True), None
-        except JuliaPoolError as e:  # no Julia: start anyway, every cell will say why
-            return None, e
+        return start_pool()  # not started by `launch` (an embedding application): the defaults
 
     @property
     def _wire(self) -> WireSession:

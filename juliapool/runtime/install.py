@@ -53,12 +53,12 @@ import time
 from pathlib import Path
 from collections.abc import Iterable, Iterator
 
+from ..errors import InstallError
+from ..paths import JULIA_VERSION, LIB_DIR, MARKER, RUNTIME_DIRNAME, SYSTEM_LIB_NAMES, installed_julia
+from ..paths import juliapool_home as default_home
+
 log = logging.getLogger("juliapool.install")
 
-JULIA_VERSION = "1.5.3"
-RUNTIME_DIRNAME = f"julia-{JULIA_VERSION}"
-MARKER = ".juliapool-install.json"
-LIB_DIR = "usr/lib/x86_64-linux-gnu"
 
 # From Debian 11. libunwind8 is pinned: bookworm's newer one is what crashes Julia 1.5.3.
 BULLSEYE_PACKAGES = (
@@ -109,40 +109,9 @@ exec "$root/usr/bin/julia" "$@"
 """
 
 
-class InstallError(RuntimeError):
-    """The runtime could not be installed; the message says what to do about it."""
-
-
 # ---------------------------------------------------------------------------------------------
 # Public API
 # ---------------------------------------------------------------------------------------------
-
-def default_home() -> Path:
-    """$JULIAPOOL_HOME, else $XDG_DATA_HOME/juliapool, else ~/.local/share/juliapool."""
-    if os.environ.get("JULIAPOOL_HOME"):
-        return Path(os.environ["JULIAPOOL_HOME"]).expanduser().absolute()
-    xdg = os.environ.get("XDG_DATA_HOME", "")
-    if os.path.isabs(xdg):  # the XDG spec says to ignore relative values
-        return Path(xdg) / "juliapool"
-    return Path.home() / ".local" / "share" / "juliapool"
-
-
-def installed_julia(home: Path | None = None) -> Path | None:
-    """The wrapper ``<home>/julia-1.5.3/bin/julia`` if the runtime there is complete, else None.
-
-    Only checks files (cheap enough to call before every pool start); it does not run Julia.
-    """
-    root = Path(home or default_home()).expanduser() / RUNTIME_DIRNAME
-    wrapper = root / "bin" / "julia"
-    complete = (
-        (root / MARKER).is_file()
-        and os.access(wrapper, os.X_OK)
-        and (root / "usr" / "bin" / "julia").is_file()
-        # A system library removed after the install leaves a dangling link: not usable then.
-        and all((root / LIB_DIR / name).exists() for name in SYSTEM_LIBS)
-    )
-    return wrapper.absolute() if complete else None
-
 
 def install(from_debs: Path | None = None, home: Path | None = None,
             mirror: str | None = None, force: bool = False) -> Path:
