@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import codecs
 import logging
-import signal
+import time
 from collections import deque
 from typing import Callable, Deque, Dict, List, Optional, Tuple, Union
 
 from . import protocol
-from .protocol import END_SEQ, Frame, MarkerScanner
-from .result import TIMEOUT_EXIT_CODE, ExecReply
+from .process import STREAMS
+from .protocol import END_SEQ, Done, Frame, MarkerScanner, Reply
+from .result import EXITED, NOT_INTERRUPTIBLE, STDIO_CLOSED, TIMEOUT_EXIT_CODE, ExecReply, WorkerEnd, describe_end
 
 log = logging.getLogger(__name__)
 
@@ -25,28 +26,21 @@ OutputCallback = Callable[[str, str], None]  # (stream name, text)
 DisplayCallback = Callable[[Dict[str, str]], None]
 InputCallback = Callable[[str, bool], str]  # (prompt, password) -> answer
 
-STREAMS = ("stdout", "stderr")
 Item = Union[bytes, Tuple[bytes]]  # output, or a marker's seq
 
-
-def describe_exit(returncode: Optional[int]) -> str:
-    if returncode is None:
-        return "the Julia worker stopped answering"
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        return f"the Julia worker was killed by signal {-returncode} ({name})"
-    return f"the Julia worker exited with code {returncode}"
+# What the worker should do next for an execution (Execution.action).
+INTERRUPT, KILL = "interrupt", "kill"
 
 
 class Execution:
-    """The state of one `E` request, fed by `Worker` with stream bytes and reply frames."""
+    """The state of one EXEC request, fed by `Worker` with stream bytes and reply frames.
 
-    def __init__(self, rid: int, nonce: str, on_output: Optional[OutputCallback],
-                 on_display: Optional[DisplayCallback], on_input: Optional[InputCallback],
-                 print_errors: bool = False) -> None:
+    It also keeps the call's clock: at `timeout` seconds it asks for an interrupt, and `grace`
+    seconds after any interrupt (the timeout's or `Worker.interrupt()`'s) for a kill."""
+
+    def __init__(self, rid: int, nonce: str, on_output: Optional[OutputCallback] = None,
+                 on_display: Optional[DisplayCallback] = None, on_input: Optional[InputCallback] = None,
+                 print_errors: bool = False, timeout: Optional[float] = None, grace: float = 2.0) -> None:
         self.id = rid
         self.print_errors = print_errors  # `julia -e` style: the interrupt's trace goes to stderr
         self.nonce = nonce
@@ -59,12 +53,15 @@ class Execution:
         self.chunks: Dict[str, List[bytes]] = {name: [] for name in STREAMS}
         self.ended = {name: False for name in STREAMS}  # end marker passed
         self.displays: Deque[Tuple[bytes, dict]] = deque()  # (seq, bundle) not yet passed on
-        self.done: Optional[Frame] = None
+        self.done: Optional[Done] = None
         self.died = False
-        self.killed = False
+        self.killed = False  # we killed the worker: the code did not stop after an interrupt
+        self.closed_stream = ""  # the code closed this stream of the worker's
         self.timed_out = False
-        self.timeout: Optional[float] = None
-        self.interrupted_at: Optional[float] = None
+        self.timeout = timeout
+        self.grace = grace
+        self.timeout_at = time.monotonic() + timeout if timeout else None
+        self.interrupted_at: Optional[float] = None  # set by Worker.interrupt (any thread)
         self.callback_error: Optional[BaseException] = None
         self.late_output = False  # the code left a task running (it said so, or printed after the end)
 
@@ -73,11 +70,37 @@ class Execution:
         return self.died or (self.done is not None and all(self.ended.values()))
 
     def saw_interrupt(self) -> bool:
-        return self.done is not None and self.done.text(1) == "InterruptException"
+        return self.done is not None and self.done.ename == "InterruptException"
+
+    # ---- the clock -----------------------------------------------------------------------------
+
+    def deadline(self) -> Optional[float]:
+        """When `action` has something to say next (None: only events matter)."""
+        kill_at = self.interrupted_at + self.grace if self.interrupted_at is not None else None
+        times = [t for t in (None if self.timed_out else self.timeout_at, kill_at) if t is not None]
+        return min(times) if times else None
+
+    def action(self, now: float) -> str:
+        """What the worker must do now: INTERRUPT (the timeout passed), KILL (an interrupt did not
+        stop the code in time, or the code closed its stdio), or "" (nothing)."""
+        if self.closed_stream:
+            return KILL
+        if self.interrupted_at is not None and now >= self.interrupted_at + self.grace:
+            self.killed = True
+            return KILL
+        if self.timeout_at is not None and now >= self.timeout_at and not self.timed_out:
+            self.timed_out = True
+            return INTERRUPT
+        return ""
 
     # ---- input from the worker -----------------------------------------------------------------
 
     def on_stream(self, name: str, data: bytes) -> None:
+        """Bytes the worker wrote to a stream; b"" means the stream was closed."""
+        if not data:
+            if not self.ended[name]:  # before its end marker: the code closed it, no marker can come
+                self.closed_stream = self.closed_stream or name
+            return
         if self.ended[name]:
             self.late_output = True  # after the end marker: a background task's output, nobody's
             return
@@ -88,12 +111,12 @@ class Execution:
         """Handle a reply frame; returns an answer to send back for an input request."""
         if frame.id != self.id:
             log.debug("ignoring frame %r for request %d", frame.kind, frame.id)
-        elif frame.kind == "O":
-            self.done = frame
-        elif frame.kind == "M":
+        elif frame.kind == Reply.DONE:
+            self.done = Done.from_frame(frame)
+        elif frame.kind == Reply.DISPLAY:
             self.displays.append((frame.fields[0], protocol.bundle_from_fields(frame.fields[1:])))
             self._pass_on()
-        elif frame.kind == "N":
+        elif frame.kind == Reply.INPUT:
             prompt, password = frame.text(0), frame.text(1) == "1"
             answer = self._callback(self.on_input, prompt, password) if self.on_input else ""
             return answer if isinstance(answer, str) else ""
@@ -173,33 +196,31 @@ class Execution:
 
     # ---- the result ----------------------------------------------------------------------------
 
-    def reply(self, returncode: Optional[int], kill_reason: str = "") -> ExecReply:
+    def reply(self, returncode: Optional[int], kill_cause: str = "") -> ExecReply:
+        """The result, once the execution is complete or its worker is gone. `kill_cause` says why
+        juliapool killed the worker, if it did (a name from juliapool.result)."""
         self._report_interrupt()
         out = {n: b"".join(self.chunks[n]).decode("utf-8", errors="replace") for n in STREAMS}
         rep = ExecReply(stdout=out["stdout"], stderr=out["stderr"])
         if self.done is not None:
-            status, ename, evalue, tb, lingering = self.done.texts()[:5]
-            rep.status, rep.ename, rep.evalue, rep.traceback = status, ename, evalue, tb
-            self.late_output = self.late_output or lingering == "1"
-            rep.result = protocol.bundle_from_fields(self.done.fields[5:])
-            rep.exit_code = 0 if status == "ok" else 1
+            d = self.done
+            rep.status, rep.ename, rep.evalue, rep.traceback, rep.result = d.status, d.ename, d.evalue, d.traceback, d.result
+            self.late_output = self.late_output or d.lingering
+            rep.exit_code = 0 if d.status == "ok" else 1
         if self.died:
-            self._died(rep, returncode, kill_reason)
+            self._died(rep, returncode, kill_cause)
         if self.timed_out:
             self._timed_out(rep)
         elif self.killed:
             rep.ename = "InterruptException"
-            rep.evalue = "the code did not stop after an interrupt, so its worker was killed"
         return rep
 
-    def _died(self, rep: ExecReply, returncode: Optional[int], kill_reason: str) -> None:
-        rep.worker_died = True
+    def _died(self, rep: ExecReply, returncode: Optional[int], kill_cause: str) -> None:
+        cause = kill_cause or (NOT_INTERRUPTIBLE if self.killed else STDIO_CLOSED if self.closed_stream else EXITED)
+        rep.worker_end = WorkerEnd(returncode, cause)
         rep.status = "error"
         rep.exit_code = returncode if returncode is not None else -9
-        if not self.killed:
-            rep.ename, rep.evalue = "WorkerDied", kill_reason or describe_exit(returncode)
-            if kill_reason or (returncode or 0) < 0:  # not the code's own exit(n): say what happened
-                rep.stderr += f"juliapool: {rep.evalue}\n"
+        rep.ename, rep.evalue = "WorkerDied", describe_end(rep.worker_end)
 
     def _timeout_note(self) -> str:
         return f"Execution timed out after {self.timeout:g} seconds"
@@ -210,7 +231,7 @@ class Execution:
         if self.timed_out:
             text = self._timeout_note()
         elif self.print_errors and self.saw_interrupt():
-            text = self.done.text(3) if self.done else ""
+            text = self.done.traceback if self.done else ""
         else:
             return
         printed = b"".join(self.chunks["stderr"])

@@ -35,16 +35,16 @@ import weakref
 from typing import Dict, List, Optional, Sequence, Union
 
 from .discovery import find_julia, julia_version
-from .paths import find_sysimage, worker_script
-from .errors import JuliaPoolError, PoolBusyError, PoolShutDownError, WorkerDiedError, WorkerStartError
-from .result import CodeExecResult, ExecReply
+from .errors import PoolBrokenError, PoolBusyError, PoolShutDownError, WorkerDiedError, WorkerStartError
+from .execution import OutputCallback
+from .process import describe_exit
+from .recipe import BASE_FLAGS, StartRecipe, choose_sysimage
+from .result import SHUT_DOWN, CodeExecResult, ExecReply
 from .session import Session
-from .execution import OutputCallback, describe_exit
 from .worker import Worker
 
 log = logging.getLogger(__name__)
 
-BASE_FLAGS = ["--startup-file=no", "--history-file=no", "--color=no"]
 # A long-lived worker compiles each snippet once and may run it long: keep Julia's default
 # optimisation (measured in benchmarks/bench_flags.py); only start-up noise is removed.
 WORKER_OPT_FLAGS: List[str] = []
@@ -98,19 +98,16 @@ class JuliaProcessPool:
             raise ValueError("size must be at least 1")
         self.size = size
         self.timeout = timeout
-        self.julia_path = find_julia(julia_path)
         self.auto_recover = auto_recover
-        self.julia_args = BASE_FLAGS + (WORKER_OPT_FLAGS if optimization_flags else []) + list(julia_args)
-        self.sysimage = self._choose_sysimage(sysimage)
-        self.preload = list(preload)
-        self.warmup = warmup
+        julia = find_julia(julia_path)
+        args = BASE_FLAGS + (WORKER_OPT_FLAGS if optimization_flags else []) + list(julia_args)
+        self.recipe = StartRecipe(
+            julia, args, dict(os.environ if env is None else env, JULIAPOOL_INTERPRET_WORKER="1" if fast_start else "0"),
+            choose_sysimage(julia, args, sysimage), start_timeout, list(preload), warmup, warm_kernel)
         self.max_calls = max_calls if max_calls is not None else _env_int("JULIAPOOL_MAX_CALLS", 5000)
         self.max_rss_mb = max_rss_mb if max_rss_mb is not None else _env_int("JULIAPOOL_MAX_RSS_MB", 2048)
         self.checkout_timeout = checkout_timeout
         self.interrupt_grace = interrupt_grace
-        self.start_timeout = start_timeout
-        self.env = dict(os.environ if env is None else env, JULIAPOOL_INTERPRET_WORKER="1" if fast_start else "0")
-        self.warm_kernel = warm_kernel
         self._cond = threading.Condition()
         self._workers: List[Worker] = []  # every live worker, busy or idle
         self._idle: List[Worker] = []
@@ -121,20 +118,36 @@ class JuliaProcessPool:
         self._seq = 0
         self._counts = {"calls": 0, "errors": 0, "timeouts": 0, "restarts": 0, "recycled": 0}
         _live_pools.add(self)
-        # With wait=False (the kernel) someone waits for the FIRST worker: start it alone, so that the
-        # others do not compete for the CPU with it, nor with the caller's own start-up (a kernel's
-        # Python side); they start when a second caller needs one, after the first call, or
-        # SPARES_AFTER seconds after the first is ready.
-        self._first_awaited = not wait
-        self._deferred = 0 if wait else size - 1  # starts held back
-        self._spares_due: Optional[float] = None  # when the held-back starts begin anyway
-        with self._cond:
-            for _ in range(size - self._deferred):
-                self._start_worker_async()
+        self._hold_spares(wait)
         self._keeper = threading.Thread(target=self._keep, name="juliapool-keeper", daemon=True)
         self._keeper.start()
         if wait:
             self._wait_until_started()
+
+    def _hold_spares(self, wait: bool) -> None:
+        """With wait=False (the kernel) someone waits for the FIRST worker: start it alone, so that
+        the others compete for the CPU neither with it nor with the caller's own start-up (a
+        kernel's Python side); they start when a second caller needs one, after the first call, or
+        SPARES_AFTER seconds after the first is ready."""
+        self._first_awaited = not wait
+        self._deferred = 0 if wait else self.size - 1  # starts held back
+        self._spares_due: Optional[float] = None  # when the held-back starts begin anyway
+        with self._cond:
+            for _ in range(self.size - self._deferred):
+                self._start_worker_async()
+
+    # the recipe's parts, under the names the pool has always had
+    @property
+    def julia_path(self) -> str:
+        return self.recipe.julia
+
+    @property
+    def julia_args(self) -> List[str]:
+        return self.recipe.julia_args
+
+    @property
+    def sysimage(self) -> Optional[str]:
+        return self.recipe.sysimage
 
     # ---- public API ------------------------------------------------------------------------
 
@@ -148,8 +161,8 @@ class JuliaProcessPool:
         for attempt in range(3):
             worker = self.checkout()
             try:
-                return self.count(worker.execute(code, timeout=self._timeout(timeout), grace=self.interrupt_grace,
-                                                 on_output=on_output))
+                return self.count(worker.execute(code, timeout=self.call_timeout(timeout),
+                                                 grace=self.interrupt_grace, on_output=on_output))
             except WorkerDiedError as e:  # died before it read the code: safe to run it elsewhere
                 log.warning("%s: %s; retrying on another worker", worker.name, e)
                 error = e
@@ -186,7 +199,7 @@ class JuliaProcessPool:
         probe (cached), so that a kernel can answer kernel_info before any worker is up."""
         with self._cond:
             told = next((w.julia_version for w in self._workers if w.julia_version), "")
-        return told or julia_version(self.julia_path)
+        return told or julia_version(self.recipe.julia)
 
     def shutdown(self, timeout: float = 2.0) -> None:
         """Stop every worker (ask, SIGTERM, SIGKILL). Idempotent; running calls end with an error."""
@@ -201,8 +214,7 @@ class JuliaProcessPool:
             self._workers.clear()
             self._idle.clear()
             self._cond.notify_all()
-        threads = [threading.Thread(target=w.stop, args=(timeout, "the pool was shut down during this call"), daemon=True)
-                   for w in workers]
+        threads = [threading.Thread(target=w.stop, args=(timeout, SHUT_DOWN), daemon=True) for w in workers]
         for t in threads:
             t.start()
         for t in threads:
@@ -231,7 +243,8 @@ class JuliaProcessPool:
 
     # ---- checkout / checkin ----------------------------------------------------------------
 
-    def _timeout(self, timeout: Optional[float]) -> Optional[float]:
+    def call_timeout(self, timeout: Optional[float]) -> Optional[float]:
+        """A call's timeout: its own, else the pool's; 0 or less means none."""
         t = self.timeout if timeout is None else timeout
         return t if t and t > 0 else None
 
@@ -319,28 +332,30 @@ class JuliaProcessPool:
 
     def _raise_if_broken(self) -> None:
         if not self._workers and not self._launching:
-            raise self._start_error or WorkerStartError("no Julia worker is left and auto_recover is off")
+            why = "no Julia worker is left: " + (str(self._start_error) if self._start_error else "auto_recover is off")
+            raise PoolBrokenError(why) from self._start_error
 
     # ---- starting workers (never under the lock) -------------------------------------------
 
     def _start_worker_async(self) -> None:
         """Under the lock: count a start and do it in a thread of its own."""
         self._seq += 1
-        args = self.julia_args + (["-J", self.sysimage] if self.sysimage else [])
-        worker = Worker(self.julia_path, str(worker_script()), args, self.env, f"julia-worker-{self._seq}")
+        worker = self.recipe.new_worker(f"julia-worker-{self._seq}")
         self._launching.append(worker)
         threading.Thread(target=self._start_worker, args=(worker,), name=worker.name, daemon=True).start()
 
     def _start_worker(self, worker: Worker) -> None:
         try:
-            worker.start(self.start_timeout)
-            self._prepare(worker)
+            worker.start(self.recipe.start_timeout)
+            # With wait=False someone is waiting for the first worker: warming it up would only
+            # delay that first call by the compilation it is meant to save. Spares get it.
+            self.recipe.prepare(worker, warm=bool(self._workers) or not self._first_awaited)
         except WorkerStartError as e:
             worker.stop()
             self._started(worker, e)
             return
         self._started(worker, None)
-        if self.warm_kernel and self._first_awaited:
+        if self.recipe.notebook and self._first_awaited:
             self._warm_while_idle(worker)
 
     def _warm_while_idle(self, worker: Worker) -> None:
@@ -352,12 +367,10 @@ class JuliaProcessPool:
                 return
             self._idle.remove(worker)
         try:
-            worker.execute("1 + 1", module="session:warm-up", flags="ksr", timeout=self.start_timeout)
-            worker.request("D", ["session:warm-up"], timeout=self.start_timeout)
-        except JuliaPoolError as e:
+            self.recipe.warm_first_cell(worker)
+        except (WorkerDiedError, WorkerStartError) as e:
             log.debug("%s: warm-up while idle failed: %s", worker.name, e)
         finally:
-            worker.calls = 0
             self.checkin(worker, served=False)
 
     def _started(self, worker: Worker, error: Optional[WorkerStartError]) -> None:
@@ -373,7 +386,7 @@ class JuliaProcessPool:
             elif error is not None and self.sysimage and "-J" in worker.julia_args and not self._closed:
                 log.warning("%s could not start on the system image %s, so workers start without it "
                             "(rebuild it with `juliapool sysimage`): %s", worker.name, self.sysimage, error)
-                self.sysimage = None
+                self.recipe.sysimage = None
                 self._start_worker_async()
             elif error is not None:
                 log.error("%s", error)
@@ -386,45 +399,6 @@ class JuliaProcessPool:
                 self._workers.append(worker)
                 self._idle.append(worker)
             self._cond.notify_all()
-
-    def _choose_sysimage(self, sysimage: Union[str, bool, None]) -> Optional[str]:
-        if any(a in ("-J", "--sysimage") or a.startswith(("-J", "--sysimage=")) for a in self.julia_args):
-            return None  # the caller chose an image in julia_args
-        if sysimage is None or sysimage is True:
-            return find_sysimage(self.julia_path)
-        return sysimage or None
-
-    def _prepare(self, worker: Worker) -> None:
-        """Preload packages and warm up, before the worker takes work. Errors here are start errors."""
-        steps = [("using " + ", ".join(self.preload), "Main")] if self.preload else []
-        if self.warmup:
-            steps.append((self.warmup, "Main"))
-        for code, module in steps:
-            reply = worker.execute(code, module=module, flags="", timeout=self.start_timeout)
-            if reply.status != "ok":
-                raise WorkerStartError(f"preloading failed: {reply.evalue or describe_exit(worker.poll())}",
-                                       reply.traceback or reply.stderr)
-        # With wait=False someone is waiting for the first worker: warming it up would only delay
-        # that first call by the compilation it is meant to save. Later workers (spares) get it.
-        if self._workers or not self._first_awaited:
-            self._warm_up(worker)
-        worker.calls = 0
-
-    def _warm_up(self, worker: Worker) -> None:
-        """Compile the worker's own paths (success, error, and for notebooks display, completion),
-        so that the first real call does not pay Julia's compilation of them."""
-        calls = [("println(1); println(1.5); print(stderr, 2)", ""), ('error("warm-up")', "")]
-        if self.warm_kernel:
-            cell = 'x = 1; for i in 1:2; x += i; end; println(x); display([1, 2]); "x"'
-            calls += [(cell, "session:warm-up"), ('error("warm-up")', "session:warm-up")]
-        for code, module in calls:
-            reply = worker.execute(code, module=module, flags="ksr" if module else "", timeout=self.start_timeout)
-            if reply.worker_died:
-                raise WorkerStartError(f"the worker died while warming up: {reply.evalue}", reply.stderr)
-        if self.warm_kernel:
-            for kind, fields in (("C", ["session:warm-up", "prin", "4"]), ("I", ["session:warm-up", "println", "3", "0"]),
-                                 ("K", ["for i in 1:2"]), ("D", ["session:warm-up"])):
-                worker.request(kind, fields, timeout=self.start_timeout)
 
     def _wait_until_started(self) -> None:
         with self._cond:

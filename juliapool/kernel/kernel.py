@@ -36,7 +36,7 @@ from . import start_pool
 
 log = logging.getLogger(__name__)
 
-# What a cell reports when its worker died: the pool says what happened, the kernel says what it means.
+# What a cell reports when its worker died, from the facts on the ExecReply (state_lost, worker_restarted).
 STATE_LOST = ("The notebook's Julia state (variables, functions, loaded packages) is gone: "
               "the next cell runs on a fresh Julia worker.")
 FRESH_WORKER_NOTE = ("Note: the notebook's Julia worker had stopped; this cell ran on a fresh one, "
@@ -277,10 +277,10 @@ class JuliaKernel(Kernel):
         """Turn the pool's ExecReply into Jupyter messages and the execute_reply."""
         if rep.worker_restarted and not self._loss_reported and not silent:
             self._send_stream(parent, "stderr", FRESH_WORKER_NOTE)
-        self._loss_reported = rep.worker_died
+        self._loss_reported = rep.state_lost  # the cell that lost it said so: the next need not
         if rep.status != "ok":
             lines = traceback_lines(rep.traceback, rep.ename, rep.evalue)
-            if rep.worker_died and "lost" not in rep.evalue and "gone" not in rep.evalue:
+            if rep.state_lost:
                 lines.append(STATE_LOST)
             return self._error_reply(parent, silent, rep.ename or "Error", rep.evalue, lines)
         if rep.result and not silent:
