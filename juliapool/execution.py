@@ -30,6 +30,9 @@ Item = Union[bytes, Tuple[bytes]]  # output, or a marker's seq
 
 # What the worker should do next for an execution (Execution.action).
 INTERRUPT, KILL = "interrupt", "kill"
+# A stream that closes before its end marker: either the process is dying (its exit is noticed
+# within this time) or the code closed it, and the worker can no longer mark its output.
+STDIO_CLOSED_GRACE = 0.5
 
 
 class Execution:
@@ -56,7 +59,8 @@ class Execution:
         self.done: Optional[Done] = None
         self.died = False
         self.killed = False  # we killed the worker: the code did not stop after an interrupt
-        self.closed_stream = ""  # the code closed this stream of the worker's
+        self.stream_closed_at: Optional[float] = None  # a stream closed before its end marker
+        self.cause = ""  # why we kill the worker, if we do (a name from juliapool.result)
         self.timed_out = False
         self.timeout = timeout
         self.grace = grace
@@ -77,16 +81,19 @@ class Execution:
     def deadline(self) -> Optional[float]:
         """When `action` has something to say next (None: only events matter)."""
         kill_at = self.interrupted_at + self.grace if self.interrupted_at is not None else None
-        times = [t for t in (None if self.timed_out else self.timeout_at, kill_at) if t is not None]
+        closed_at = self.stream_closed_at + STDIO_CLOSED_GRACE if self.stream_closed_at is not None else None
+        times = [t for t in (None if self.timed_out else self.timeout_at, kill_at, closed_at) if t is not None]
         return min(times) if times else None
 
     def action(self, now: float) -> str:
         """What the worker must do now: INTERRUPT (the timeout passed), KILL (an interrupt did not
         stop the code in time, or the code closed its stdio), or "" (nothing)."""
-        if self.closed_stream:
+        if self.stream_closed_at is not None and now >= self.stream_closed_at + STDIO_CLOSED_GRACE:
+            self.cause = STDIO_CLOSED
             return KILL
         if self.interrupted_at is not None and now >= self.interrupted_at + self.grace:
             self.killed = True
+            self.cause = NOT_INTERRUPTIBLE
             return KILL
         if self.timeout_at is not None and now >= self.timeout_at and not self.timed_out:
             self.timed_out = True
@@ -98,8 +105,8 @@ class Execution:
     def on_stream(self, name: str, data: bytes) -> None:
         """Bytes the worker wrote to a stream; b"" means the stream was closed."""
         if not data:
-            if not self.ended[name]:  # before its end marker: the code closed it, no marker can come
-                self.closed_stream = self.closed_stream or name
+            if not self.ended[name] and self.stream_closed_at is None:  # no end marker can come now
+                self.stream_closed_at = time.monotonic()
             return
         if self.ended[name]:
             self.late_output = True  # after the end marker: a background task's output, nobody's
@@ -216,7 +223,7 @@ class Execution:
         return rep
 
     def _died(self, rep: ExecReply, returncode: Optional[int], kill_cause: str) -> None:
-        cause = kill_cause or (NOT_INTERRUPTIBLE if self.killed else STDIO_CLOSED if self.closed_stream else EXITED)
+        cause = kill_cause or self.cause or EXITED
         rep.worker_end = WorkerEnd(returncode, cause)
         rep.status = "error"
         rep.exit_code = returncode if returncode is not None else -9

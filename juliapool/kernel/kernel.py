@@ -37,7 +37,7 @@ from . import start_pool
 log = logging.getLogger(__name__)
 
 # What a cell reports when its worker died, from the facts on the ExecReply (state_lost, worker_restarted).
-STATE_LOST = ("The notebook's Julia state (variables, functions, loaded packages) is gone: "
+STATE_LOST = ("The notebook's Julia state (variables, functions, loaded packages) is lost: "
               "the next cell runs on a fresh Julia worker.")
 FRESH_WORKER_NOTE = ("Note: the notebook's Julia worker had stopped; this cell ran on a fresh one, "
                      "so variables from earlier cells are gone.\n")
