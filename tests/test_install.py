@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from juliapool import paths
+from juliapool.runtime import debs
 from juliapool.runtime import install as inst
 from juliapool.errors import InstallError
 
@@ -259,7 +260,7 @@ def test_find_debian_mirror_deb822(tmp_path: Path) -> None:
         "Components: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n")
     (tmp_path / "sources.list.d" / "other.list").write_text(
         "deb https://packages.invalid/apt cloud-sdk main\n")
-    assert inst.find_debian_mirror(tmp_path) == "http://mirror.invalid/debian"
+    assert debs.find_debian_mirror(tmp_path) == "http://mirror.invalid/debian"
 
 
 @pytest.mark.timeout(10)
@@ -268,9 +269,9 @@ def test_find_debian_mirror_one_line(tmp_path: Path) -> None:
         "# deb http://old.invalid/debian buster main\n"
         "deb http://security.invalid/debian-security bookworm-security main\n"
         "deb [arch=amd64] http://mirror.invalid/debian bookworm main contrib\n")
-    assert inst.find_debian_mirror(tmp_path) == "http://mirror.invalid/debian"
+    assert debs.find_debian_mirror(tmp_path) == "http://mirror.invalid/debian"
     (tmp_path / "sources.list").write_text("deb http://ppa.invalid/ubuntu jammy main\n")
-    assert inst.find_debian_mirror(tmp_path) is None
+    assert debs.find_debian_mirror(tmp_path) is None
 
 
 # --- the download path (needs the Debian archive; opt in) -------------------------------------

@@ -32,8 +32,8 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-from ..errors import SysimageError
-from ..paths import IMAGE_NAME, META_NAME, SYSIMAGE_ENV, built_image, file_stamp, image_dir, images_home, julia_source_dir
+from ..errors import JuliaPoolError, SysimageError
+from ..paths import IMAGE_NAME, META_NAME, built_image, file_stamp, image_dir, julia_source_dir
 
 log = logging.getLogger(__name__)
 
