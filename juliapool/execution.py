@@ -18,7 +18,8 @@ from typing import Callable, Deque, Dict, List, Optional, Tuple, Union
 from . import protocol
 from .process import STREAMS
 from .protocol import END_SEQ, Done, Frame, MarkerScanner, Reply
-from .result import EXITED, NOT_INTERRUPTIBLE, STDIO_CLOSED, TIMEOUT_EXIT_CODE, ExecReply, WorkerEnd, describe_end
+from .result import (EXITED, MEMORY_LIMIT, NOT_INTERRUPTIBLE, STDIO_CLOSED, TIMEOUT_EXIT_CODE, ExecReply, WorkerEnd,
+                     describe_end, truncation_note)
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ INTERRUPT, KILL = "interrupt", "kill"
 # A stream that closes before its end marker: either the process is dying (its exit is noticed
 # within this time) or the code closed it, and the worker can no longer mark its output.
 STDIO_CLOSED_GRACE = 0.5
+MEMORY_CHECK_INTERVAL = 0.05  # seconds between two looks at the worker's memory during a call
 
 
 class Execution:
@@ -43,8 +45,16 @@ class Execution:
 
     def __init__(self, rid: int, nonce: str, on_output: Optional[OutputCallback] = None,
                  on_display: Optional[DisplayCallback] = None, on_input: Optional[InputCallback] = None,
-                 print_errors: bool = False, timeout: Optional[float] = None, grace: float = 2.0) -> None:
+                 print_errors: bool = False, timeout: Optional[float] = None, grace: float = 2.0,
+                 output_limit: Optional[int] = None, memory_limit: Optional[int] = None,
+                 memory_probe: Optional[Callable[[], int]] = None) -> None:
         self.id = rid
+        self.output_limit = output_limit or None  # bytes of output passed on (both streams together)
+        self.output_passed = 0
+        self.output_truncated = False
+        self.memory_limit = memory_limit or None  # bytes of resident memory the worker may use
+        self.memory_probe = memory_probe
+        self.memory_check_at = time.monotonic() if self.memory_limit and memory_probe else None
         self.print_errors = print_errors  # `julia -e` style: the interrupt's trace goes to stderr
         self.nonce = nonce
         self.on_output = on_output
@@ -82,12 +92,20 @@ class Execution:
         """When `action` has something to say next (None: only events matter)."""
         kill_at = self.interrupted_at + self.grace if self.interrupted_at is not None else None
         closed_at = self.stream_closed_at + STDIO_CLOSED_GRACE if self.stream_closed_at is not None else None
-        times = [t for t in (None if self.timed_out else self.timeout_at, kill_at, closed_at) if t is not None]
+        times = [t for t in (None if self.timed_out else self.timeout_at, kill_at, closed_at, self.memory_check_at)
+                 if t is not None]
         return min(times) if times else None
 
     def action(self, now: float) -> str:
         """What the worker must do now: INTERRUPT (the timeout passed), KILL (an interrupt did not
         stop the code in time, or the code closed its stdio), or "" (nothing)."""
+        if self.memory_check_at is not None and now >= self.memory_check_at:
+            self.memory_check_at = now + MEMORY_CHECK_INTERVAL
+            assert self.memory_probe is not None and self.memory_limit is not None
+            if self.memory_probe() > self.memory_limit:
+                self.memory_check_at = None
+                self.cause = MEMORY_LIMIT
+                return KILL
         if self.stream_closed_at is not None and now >= self.stream_closed_at + STDIO_CLOSED_GRACE:
             self.cause = STDIO_CLOSED
             return KILL
@@ -178,6 +196,18 @@ class Execution:
         return True
 
     def _emit(self, name: str, data: bytes) -> None:
+        if not data or self.output_truncated:
+            return
+        if self.output_limit is not None and self.output_passed + len(data) > self.output_limit:
+            data = data[:self.output_limit - self.output_passed]
+            self.output_truncated = True  # the rest is still read (and its markers found), and dropped
+            self._emit_now(name, data)
+            self._emit_now(name, truncation_note(self.output_limit).encode())
+            return
+        self.output_passed += len(data)
+        self._emit_now(name, data)
+
+    def _emit_now(self, name: str, data: bytes) -> None:
         if not data:
             return
         self.chunks[name].append(data)
@@ -208,7 +238,7 @@ class Execution:
         juliapool killed the worker, if it did (a name from juliapool.result)."""
         self._report_interrupt()
         out = {n: b"".join(self.chunks[n]).decode("utf-8", errors="replace") for n in STREAMS}
-        rep = ExecReply(stdout=out["stdout"], stderr=out["stderr"])
+        rep = ExecReply(stdout=out["stdout"], stderr=out["stderr"], output_truncated=self.output_truncated)
         if self.done is not None:
             d = self.done
             rep.status, rep.ename, rep.evalue, rep.traceback, rep.result = d.status, d.ename, d.evalue, d.traceback, d.result
@@ -224,7 +254,8 @@ class Execution:
 
     def _died(self, rep: ExecReply, returncode: Optional[int], kill_cause: str) -> None:
         cause = kill_cause or self.cause or EXITED
-        rep.worker_end = WorkerEnd(returncode, cause)
+        limit_mb = self.memory_limit / 2**20 if cause == MEMORY_LIMIT and self.memory_limit else None
+        rep.worker_end = WorkerEnd(returncode, cause, limit_mb)
         rep.status = "error"
         rep.exit_code = returncode if returncode is not None else -9
         rep.ename, rep.evalue = "WorkerDied", describe_end(rep.worker_end)
@@ -243,7 +274,7 @@ class Execution:
             return
         printed = b"".join(self.chunks["stderr"])
         sep = "" if not printed or printed.endswith(b"\n") else "\n"
-        self._emit("stderr", (sep + text.rstrip("\n") + "\n").encode())
+        self._emit_now("stderr", (sep + text.rstrip("\n") + "\n").encode())
 
     def _timed_out(self, rep: ExecReply) -> None:
         rep.timed_out = True

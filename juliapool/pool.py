@@ -26,13 +26,14 @@ next. A `Session` pins one worker and one module for all its calls (a notebook, 
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import logging
 import os
 import threading
 import time
 import weakref
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from .discovery import find_julia, julia_version
 from .errors import PoolBrokenError, PoolBusyError, PoolShutDownError, WorkerDiedError, WorkerStartError
@@ -41,7 +42,7 @@ from .process import describe_exit
 from .recipe import BASE_FLAGS, StartRecipe, choose_sysimage
 from .result import SHUT_DOWN, CodeExecResult, ExecReply
 from .session import Session
-from .worker import Worker
+from .worker import Limits, Worker
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,8 @@ class JuliaProcessPool:
                  checkout_timeout: Optional[float] = None, interrupt_grace: float = 2.0,
                  start_timeout: float = 120.0, wait: bool = True, env: Optional[Dict[str, str]] = None,
                  warm_kernel: bool = False, fast_start: bool = False,
-                 sysimage: Union[str, bool, None] = None) -> None:
+                 sysimage: Union[str, bool, None] = None, memory_limit_mb: Optional[float] = None,
+                 output_limit_bytes: Optional[int] = None) -> None:
         if size < 1:
             raise ValueError("size must be at least 1")
         self.size = size
@@ -108,9 +110,12 @@ class JuliaProcessPool:
         self.max_rss_mb = max_rss_mb if max_rss_mb is not None else _env_int("JULIAPOOL_MAX_RSS_MB", 2048)
         self.checkout_timeout = checkout_timeout
         self.interrupt_grace = interrupt_grace
+        self.memory_limit_mb = memory_limit_mb
+        self.output_limit_bytes = output_limit_bytes
         self._cond = threading.Condition()
         self._workers: List[Worker] = []  # every live worker, busy or idle
         self._idle: List[Worker] = []
+        self._async_waiters: List[Tuple[asyncio.AbstractEventLoop, asyncio.Future]] = []
         self._launching: List[Worker] = []  # being started and warmed up
         self._start_failures = 0
         self._start_error: Optional[WorkerStartError] = None
@@ -151,24 +156,59 @@ class JuliaProcessPool:
 
     # ---- public API ------------------------------------------------------------------------
 
-    def execute(self, code: str, timeout: Optional[float] = None, *,
-                on_output: Optional[OutputCallback] = None) -> CodeExecResult:
-        """Run `code` in a fresh module on a free worker. `on_output(stream, text)` streams output."""
-        return self.run(code, timeout=timeout, on_output=on_output).to_result()
+    def execute(self, code: str, timeout: Optional[float] = None, *, on_output: Optional[OutputCallback] = None,
+                memory_limit_mb: Optional[float] = None, output_limit_bytes: Optional[int] = None) -> CodeExecResult:
+        """Run `code` in a fresh module on a free worker. `on_output(stream, text)` streams output;
+        the limits default to the pool's."""
+        return self.run(code, timeout, on_output=on_output, memory_limit_mb=memory_limit_mb,
+                        output_limit_bytes=output_limit_bytes).to_result()
 
-    def run(self, code: str, timeout: Optional[float] = None, *, on_output: Optional[OutputCallback] = None) -> ExecReply:
+    def run(self, code: str, timeout: Optional[float] = None, *, on_output: Optional[OutputCallback] = None,
+            memory_limit_mb: Optional[float] = None, output_limit_bytes: Optional[int] = None) -> ExecReply:
         """Like `execute`, returning the full `ExecReply`."""
+        limits = self.limits(timeout, memory_limit_mb, output_limit_bytes)
         for attempt in range(3):
             worker = self.checkout()
             try:
-                return self.count(worker.execute(code, timeout=self.call_timeout(timeout),
-                                                 grace=self.interrupt_grace, on_output=on_output))
+                return self.count(worker.execute(code, limits=limits, on_output=on_output))
             except WorkerDiedError as e:  # died before it read the code: safe to run it elsewhere
                 log.warning("%s: %s; retrying on another worker", worker.name, e)
                 error = e
             finally:
                 self.checkin(worker)
         raise error
+
+    async def execute_async(self, code: str, timeout: Optional[float] = None, *,
+                            on_output: Optional[OutputCallback] = None, memory_limit_mb: Optional[float] = None,
+                            output_limit_bytes: Optional[int] = None) -> CodeExecResult:
+        """`execute` for asyncio: waiting for a worker and for its reply are awaited, no thread each."""
+        reply = await self.run_async(code, timeout, on_output=on_output, memory_limit_mb=memory_limit_mb,
+                                     output_limit_bytes=output_limit_bytes)
+        return reply.to_result()
+
+    async def run_async(self, code: str, timeout: Optional[float] = None, *,
+                        on_output: Optional[OutputCallback] = None, memory_limit_mb: Optional[float] = None,
+                        output_limit_bytes: Optional[int] = None) -> ExecReply:
+        """Like `execute_async`, returning the full `ExecReply`."""
+        limits = self.limits(timeout, memory_limit_mb, output_limit_bytes)
+        for attempt in range(3):
+            worker = await self.checkout_async()
+            try:
+                return self.count(await worker.execute_async(code, limits=limits, on_output=on_output))
+            except WorkerDiedError as e:
+                log.warning("%s: %s; retrying on another worker", worker.name, e)
+                error = e
+            finally:
+                self.checkin(worker)
+        raise error
+
+    def limits(self, timeout: Optional[float] = None, memory_limit_mb: Optional[float] = None,
+               output_limit_bytes: Optional[int] = None) -> Limits:
+        """A call's limits: its own, else the pool's. A timeout of 0 or less means none."""
+        mb = self.memory_limit_mb if memory_limit_mb is None else memory_limit_mb
+        out = self.output_limit_bytes if output_limit_bytes is None else output_limit_bytes
+        return Limits(self.call_timeout(timeout), self.interrupt_grace, out or None,
+                      int(mb * 2**20) if mb else None)
 
     def session(self, key: Optional[str] = None) -> Session:
         """A Session: every call reaches the same worker and the same module (state persists)."""
@@ -213,7 +253,7 @@ class JuliaProcessPool:
             workers = list(self._workers)
             self._workers.clear()
             self._idle.clear()
-            self._cond.notify_all()
+            self._notify()
         threads = [threading.Thread(target=w.stop, args=(timeout, SHUT_DOWN), daemon=True) for w in workers]
         for t in threads:
             t.start()
@@ -258,26 +298,65 @@ class JuliaProcessPool:
         deadline = None if self.checkout_timeout is None else time.monotonic() + self.checkout_timeout
         with self._cond:
             while True:
-                self._check_open()
-                if want is None:
-                    pick = _fewest_sessions(self._idle)
-                elif want in self._workers:
-                    pick = want if want in self._idle else None
-                else:
-                    raise LookupError(f"{want.name} is gone")
-                if pick is not None and not pick.alive:  # died while idle: replace, look again
-                    self._reap_dead_idle()
-                    continue
+                pick = self._pick(want)
                 if pick is not None:
-                    self._idle.remove(pick)
                     return pick
-                self._raise_if_broken()
-                if want is None and self._workers:  # every ready worker is busy: no more holding back
-                    self._start_deferred()
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    raise PoolBusyError(f"no Julia worker became free within {self.checkout_timeout}s")
-                self._cond.wait(left)
+                self._cond.wait(self._time_left(deadline))
+
+    async def checkout_async(self, want: Optional[Worker] = None) -> Worker:
+        """`checkout` for asyncio: waits on a future that a check-in resolves, not on a thread."""
+        deadline = None if self.checkout_timeout is None else time.monotonic() + self.checkout_timeout
+        loop = asyncio.get_running_loop()
+        while True:
+            with self._cond:
+                pick = self._pick(want)
+                if pick is not None:
+                    return pick
+                left = self._time_left(deadline)
+                woken: asyncio.Future = loop.create_future()
+                self._async_waiters.append((loop, woken))
+            try:
+                await asyncio.wait_for(asyncio.shield(woken), left)
+            except asyncio.TimeoutError:
+                pass  # _pick raises PoolBusyError once the deadline has passed
+
+    def _pick(self, want: Optional[Worker]) -> Optional[Worker]:
+        """Under the lock: an idle worker taken out of the idle list, or None (then wait)."""
+        while True:
+            self._check_open()
+            if want is None:
+                pick = _fewest_sessions(self._idle)
+            elif want in self._workers:
+                pick = want if want in self._idle else None
+            else:
+                raise LookupError(f"{want.name} is gone")
+            if pick is None or pick.alive:
+                break
+            self._reap_dead_idle()  # died while idle: replace it, look again
+        if pick is not None:
+            self._idle.remove(pick)
+            return pick
+        self._raise_if_broken()
+        if want is None and self._workers:  # every ready worker is busy: no more holding back
+            self._start_deferred()
+        return None
+
+    def _time_left(self, deadline: Optional[float]) -> Optional[float]:
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            raise PoolBusyError(f"no Julia worker became free within {self.checkout_timeout}s")
+        return left
+
+    def _notify(self) -> None:
+        """Under the lock: a worker may be free, or the pool closed: wake every waiter."""
+        self._cond.notify_all()
+        waiters, self._async_waiters = self._async_waiters, []
+        for loop, woken in waiters:
+            if not woken.done():
+                try:
+                    loop.call_soon_threadsafe(_resolve, woken)
+                except RuntimeError:  # that loop is closed
+                    pass
 
     def checkin(self, worker: Worker, *, served: bool = True) -> None:
         """Return a worker after a call: idle again, or retired (dead, or due for recycling)."""
@@ -293,7 +372,7 @@ class JuliaProcessPool:
                 self._retire(worker)
             else:
                 self._idle.append(worker)
-            self._cond.notify_all()
+            self._notify()
 
     def _due_for_recycling(self, worker: Worker) -> bool:
         if self.max_calls and worker.calls >= self.max_calls:
@@ -398,7 +477,7 @@ class JuliaProcessPool:
                 self._start_failures = 0
                 self._workers.append(worker)
                 self._idle.append(worker)
-            self._cond.notify_all()
+            self._notify()
 
     def _wait_until_started(self) -> None:
         with self._cond:
@@ -420,6 +499,11 @@ class JuliaProcessPool:
                 if self._spares_due is not None and time.monotonic() >= self._spares_due:
                     self._start_deferred()
                 self._cond.wait(0.5)
+
+
+def _resolve(future: "asyncio.Future") -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _fewest_sessions(idle: List[Worker]) -> Optional[Worker]:

@@ -89,6 +89,7 @@ class WorkerProcess:
             os.close(req_r)  # the child's ends: it has its own copies now
             os.close(rep_w)
         assert self.proc.stdout and self.proc.stderr
+        _offer_to_the_oom_killer(self.proc.pid)
         self._streams = {self.proc.stdout.fileno(): STDOUT, self.proc.stderr.fileno(): STDERR}
         self._watch()
 
@@ -165,6 +166,12 @@ class WorkerProcess:
                 self._sel.unregister(key.fd)
             events.append((what, data))
         return events
+
+    def event_fd(self) -> int:
+        """One descriptor that is readable whenever `read_events` has something (epoll's own fd),
+        for an event loop to watch (asyncio's add_reader); -1 if there is none."""
+        fileno = getattr(self._sel, "fileno", None)
+        return fileno() if fileno is not None else -1
 
     def drain_streams(self, seconds: float) -> List[Event]:
         """After the process ended: read what is left on stdout and stderr until both reach end of
@@ -271,6 +278,17 @@ class WorkerProcess:
             for stream in (self.proc.stdout, self.proc.stderr):
                 if stream is not None:
                     stream.close()
+
+
+def _offer_to_the_oom_killer(pid: int) -> None:
+    """If the machine runs out of memory, the kernel should kill a worker (which the pool replaces),
+    never the Python process that owns it: raise the worker's oom_score_adj to the maximum (an
+    unprivileged process may raise its children's)."""
+    try:
+        with open(f"/proc/{pid}/oom_score_adj", "w") as f:
+            f.write("1000")
+    except OSError:
+        pass
 
 
 def _read(fd: int) -> Optional[bytes]:

@@ -11,7 +11,7 @@ from typing import Dict, List, Optional, Sequence, Union
 from .errors import WorkerStartError
 from .paths import find_sysimage, worker_script
 from .protocol import MAIN_MODULE, PLAIN, QUIET, cell_options, session_module
-from .worker import Worker
+from .worker import Limits, Worker
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,10 @@ class StartRecipe:
     warmup: Optional[str] = None  # the user's code, run once in Main
     notebook: bool = False  # also compile the notebook paths (display, completion, help)
 
+    @property
+    def _limits(self) -> Limits:
+        return Limits(timeout=self.start_timeout)
+
     def new_worker(self, name: str) -> Worker:
         args = self.julia_args + (["-J", self.sysimage] if self.sysimage else [])
         return Worker(self.julia, str(worker_script()), args, self.env, name)
@@ -42,7 +46,7 @@ class StartRecipe:
         steps = ["using " + ", ".join(self.preload)] if self.preload else []
         steps += [self.warmup] if self.warmup else []
         for code in steps:
-            reply = worker.execute(code, module=MAIN_MODULE, options=QUIET, timeout=self.start_timeout)
+            reply = worker.execute(code, module=MAIN_MODULE, options=QUIET, limits=self._limits)
             if reply.status != "ok":
                 raise WorkerStartError(f"preloading failed: {reply.evalue}", reply.traceback or reply.stderr)
         if warm:
@@ -54,7 +58,7 @@ class StartRecipe:
         if self.notebook:
             runs += [(code, WARM_UP_MODULE, cell_options()) for code in CELL_WARM_UP]
         for code, module, options in runs:
-            reply = worker.execute(code, module=module, options=options, timeout=self.start_timeout)
+            reply = worker.execute(code, module=module, options=options, limits=self._limits)
             if reply.worker_died:
                 raise WorkerStartError(f"the worker died while warming up: {reply.evalue}", reply.stderr)
         if self.notebook:
@@ -65,7 +69,7 @@ class StartRecipe:
 
     def warm_first_cell(self, worker: Worker) -> None:
         """Compile the simplest notebook cell (a kernel's first worker, while the front end connects)."""
-        worker.execute("1 + 1", module=WARM_UP_MODULE, options=cell_options(), timeout=self.start_timeout)
+        worker.execute("1 + 1", module=WARM_UP_MODULE, options=cell_options(), limits=self._limits)
         worker.drop(WARM_UP_MODULE)
         worker.calls = 0
 

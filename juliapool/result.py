@@ -36,6 +36,7 @@ NOT_INTERRUPTIBLE = "not-interruptible"  # the code did not stop within the grac
 SHUT_DOWN = "shut-down"  # the pool was shut down during the call
 STOPPED = "stopped"  # the worker was stopped during the call (recycled, replaced)
 STDIO_CLOSED = "stdio-closed"  # the code closed the worker's stdout or stderr
+MEMORY_LIMIT = "memory-limit"  # the worker's memory grew past the call's memory limit
 NO_ANSWER = "no-answer"  # a short request got no answer in time
 DIED_IDLE = "died-idle"  # (for WorkerEnd in `restarted_after`) the worker died between calls
 
@@ -46,6 +47,7 @@ class WorkerEnd:
 
     returncode: Optional[int]  # the exit code, -N for signal N, None if unknown
     cause: str = EXITED
+    limit_mb: Optional[float] = None  # the memory limit, when the cause is MEMORY_LIMIT
 
     @property
     def by_the_code(self) -> bool:
@@ -70,6 +72,7 @@ class ExecReply:
     state_lost: bool = False  # a session's state (its module) ended with that worker
     worker_restarted: bool = False  # this call ran on a fresh worker: earlier session state is gone
     restarted_after: Optional[WorkerEnd] = None  # how the session's previous worker ended
+    output_truncated: bool = False  # the output passed the call's output limit; the rest was dropped
 
     @property
     def worker_died(self) -> bool:
@@ -90,11 +93,20 @@ _CAUSES = {
     STOPPED: "the worker was stopped during this call",
     STDIO_CLOSED: "the code closed the worker's stdout or stderr, so the worker was replaced",
     NO_ANSWER: "the Julia worker did not answer, so it was killed",
+    MEMORY_LIMIT: "the call used more memory than its memory limit, so its worker was killed",
 }
+
+
+def truncation_note(limit: int) -> str:
+    """The note that replaces output past a call's output limit (it goes into the stream itself)."""
+    return (f"\n[juliapool: output truncated: this call printed more than {limit} bytes; "
+            "the rest was dropped]\n")
 
 
 def describe_end(end: WorkerEnd) -> str:
     """How a worker ended, in one clause ("the Julia worker was killed by signal 11 (SIGSEGV)")."""
+    if end.cause == MEMORY_LIMIT and end.limit_mb:
+        return f"the call used more memory than its memory limit of {end.limit_mb:g} MB, so its worker was killed"
     if end.cause == DIED_IDLE:
         return f"the session's worker died while idle ({describe_exit(end.returncode)})"
     return _CAUSES.get(end.cause) or describe_exit(end.returncode)

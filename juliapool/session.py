@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
@@ -42,18 +43,45 @@ class Session:
 
     # ---- executing ---------------------------------------------------------------------------
 
-    def execute(self, code: str, timeout: Optional[float] = None, *,
-                on_output: Optional[OutputCallback] = None) -> CodeExecResult:
+    def execute(self, code: str, timeout: Optional[float] = None, *, on_output: Optional[OutputCallback] = None,
+                memory_limit_mb: Optional[float] = None, output_limit_bytes: Optional[int] = None) -> CodeExecResult:
         """Like `JuliaProcessPool.execute`, in this session's persistent module."""
-        return self.run(code, timeout=timeout, kernel=False, on_output=on_output).to_result()
+        return self.run(code, timeout=timeout, kernel=False, on_output=on_output, memory_limit_mb=memory_limit_mb,
+                        output_limit_bytes=output_limit_bytes).to_result()
+
+    async def execute_async(self, code: str, timeout: Optional[float] = None, *,
+                            on_output: Optional[OutputCallback] = None, memory_limit_mb: Optional[float] = None,
+                            output_limit_bytes: Optional[int] = None) -> CodeExecResult:
+        """`execute` for asyncio (calls of one session still run one at a time, in order)."""
+        limits = self.pool.limits(timeout, memory_limit_mb, output_limit_bytes)
+        while not self._calls.acquire(blocking=False):  # another call of this session runs
+            await asyncio.sleep(0.005)
+        try:
+            for attempt in range(3):
+                worker = await self._acquire_async()
+                self._running = True
+                try:
+                    reply = await worker.execute_async(code, module=self.module, limits=limits, on_output=on_output)
+                    return self._annotate(self.pool.count(reply)).to_result()
+                except WorkerDiedError as e:  # died while idle, before it read the code
+                    self._lost = WorkerEnd(worker.poll(), DIED_IDLE)
+                    error = e
+                finally:
+                    self._running = False
+                    self._release(worker)
+            raise error
+        finally:
+            self._calls.release()
 
     def run(self, code: str, *, timeout: Optional[float] = None, filename: str = "none",
             soft_scope: bool = True, want_result: bool = True, allow_input: bool = False, kernel: bool = True,
             on_output: Optional[OutputCallback] = None, on_display: Optional[DisplayCallback] = None,
-            on_input: Optional[InputCallback] = None) -> ExecReply:
+            on_input: Optional[InputCallback] = None, memory_limit_mb: Optional[float] = None,
+            output_limit_bytes: Optional[int] = None) -> ExecReply:
         """Run a cell. With `kernel=True` (notebook semantics): REPL soft scope, special cells
         (`?help`, `;shell`, `]pkg`), `display` to `on_display`, the last value's MIME bundle in
         `result`, stdin through `on_input`. With `kernel=False`: `julia -e` semantics, like `execute`."""
+        limits = self.pool.limits(timeout, memory_limit_mb, output_limit_bytes)
         if kernel:
             options = cell_options(soft_scope, want_result, allow_input)
         else:
@@ -63,8 +91,7 @@ class Session:
                 worker = self._acquire()
                 self._running = True
                 try:
-                    reply = worker.execute(code, module=self.module, filename=filename, options=options,
-                                           timeout=self.pool.call_timeout(timeout), grace=self.pool.interrupt_grace,
+                    reply = worker.execute(code, module=self.module, filename=filename, options=options, limits=limits,
                                            on_output=on_output, on_display=on_display, on_input=on_input)
                     return self._annotate(self.pool.count(reply))
                 except WorkerDiedError as e:  # died while idle, before it read the code
@@ -95,6 +122,20 @@ class Session:
                 return worker
             try:
                 return self.pool.checkout(want=worker)
+            except LookupError:
+                self._worker = None
+                self._lost = WorkerEnd(worker.poll(), DIED_IDLE)
+
+    async def _acquire_async(self) -> Worker:
+        while True:
+            worker = self._worker
+            if worker is None:
+                worker = await self.pool.checkout_async()
+                worker.sessions.add(self.key)
+                self._worker = worker
+                return worker
+            try:
+                return await self.pool.checkout_async(want=worker)
             except LookupError:
                 self._worker = None
                 self._lost = WorkerEnd(worker.poll(), DIED_IDLE)

@@ -13,15 +13,17 @@ Lifecycle: `start` -> (`execute` | `complete` | `inspect` | ...)* -> `stop` (the
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import threading
 import time
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from .errors import WorkerDiedError, WorkerStartError
 from .execution import INTERRUPT, KILL, DisplayCallback, Execution, InputCallback, OutputCallback
-from .process import EXIT, REPLY, STDERR, STREAMS, WorkerProcess, describe_exit
+from .process import EXIT, REPLY, STDERR, STREAMS, Event, WorkerProcess, describe_exit
 from .protocol import (FRESH_MODULE, PLAIN, ExecOptions, Frame, FrameReader, Reply, Request, bundle_from_fields,
                        encode_frame, new_nonce)
 from .result import NO_ANSWER, ExecReply
@@ -31,6 +33,20 @@ log = logging.getLogger(__name__)
 EXIT_WAIT = 5.0  # seconds a worker that is exiting by itself gets before SIGKILL
 DRAIN_AFTER_DEATH = 2.0  # seconds to collect what a dead worker's pipes still hold
 REQUEST_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one execution may take: seconds (then SIGINT, and SIGKILL `grace` seconds later),
+    bytes of output passed on (the rest is dropped), bytes of resident memory (then SIGKILL)."""
+
+    timeout: Optional[float] = None
+    grace: float = 2.0
+    output_bytes: Optional[int] = None
+    memory_bytes: Optional[int] = None
+
+
+NO_LIMITS = Limits()
 
 
 class _Hello:
@@ -202,30 +218,34 @@ class Worker:
         may ask for an interrupt or a kill."""
         while not job.complete:
             due = job.deadline()
-            if due is not None and time.monotonic() >= due:
-                if self._act(job.action(time.monotonic())):
-                    self._collect_after_death(job, killed=True)
-                    return False
-                continue
-            ended = False
-            for what, data in self.process.read_events(None if due is None else due - time.monotonic()):
-                if what in STREAMS:
-                    job.on_stream(what, data)
-                elif what == REPLY:
-                    ended = ended or not data
-                    for frame in self._frames.feed(data):
-                        answer = job.on_frame(frame)
-                        if answer is not None:
-                            self._send(Request.INPUT, frame.id, [answer])
-                elif what == EXIT:
-                    ended = True
-            if ended:
-                self._collect_after_death(job, killed=False)
-                return False
-            if self._act(job.action(time.monotonic())):
-                self._collect_after_death(job, killed=True)
+            events = self.process.read_events(None if due is None else due - time.monotonic())
+            ended = self._feed(job, events)
+            if ended is not None:
+                self._collect_after_death(job, killed=ended)
                 return False
         return True
+
+    def _feed(self, job, events: List[Event]) -> Optional[bool]:
+        """Pass `events` to `job`, then follow its clock. None while the worker lives; else whether
+        we killed it (True) or it ended by itself (False)."""
+        ended = False
+        for what, data in events:
+            if what in STREAMS:
+                job.on_stream(what, data)
+            elif what == REPLY:
+                ended = ended or not data
+                for frame in self._frames.feed(data):
+                    answer = job.on_frame(frame)
+                    if answer is not None:
+                        self._send(Request.INPUT, frame.id, [answer])
+            elif what == EXIT:
+                ended = True
+        if ended:
+            return False
+        due = job.deadline()
+        if due is not None and time.monotonic() >= due and self._act(job.action(time.monotonic())):
+            return True
+        return None
 
     def _act(self, action: str) -> bool:
         """Carry out a job's wish; True when the worker is being killed."""
@@ -264,41 +284,103 @@ class Worker:
     # ---- executing code --------------------------------------------------------------------------
 
     def execute(self, code: str, *, module: str = FRESH_MODULE, filename: str = "none", options: ExecOptions = PLAIN,
-                timeout: Optional[float] = None, grace: float = 2.0, on_output: Optional[OutputCallback] = None,
+                limits: Limits = NO_LIMITS, on_output: Optional[OutputCallback] = None,
                 on_display: Optional[DisplayCallback] = None, on_input: Optional[InputCallback] = None) -> ExecReply:
         """Run `code` (an EXEC request) and return when it is done, dead or timed out."""
         with self._busy:
-            self._drain_stale_output()
-            run = Execution(self._new_id(), new_nonce(), on_output, on_display, on_input,
-                            print_errors=options.print_errors, timeout=timeout, grace=grace)
-            with self._state_lock:
-                self._running = run
+            run = self._begin(code, module, filename, options, limits, on_output, on_display, on_input)
             try:
-                self._run(run, [module, code, run.nonce, filename, options.flags()])
+                self._serve(run)
+            except BaseException:  # e.g. KeyboardInterrupt: the code still runs, so end it
+                run.killed = True
+                self.process.kill()
+                self._collect_after_death(run, killed=True)
+                raise
             finally:
-                with self._state_lock:
-                    self._running = None
-            self.calls += 1
-            reply = run.reply(self.poll(), self.kill_cause)
-            self.dirty = self.dirty or run.late_output
+                self._running = None
             if run.interrupted_at is not None and not run.saw_interrupt() and self.alive:
                 self._settle_late_interrupt()
-            if run.callback_error is not None:
-                raise run.callback_error
-            return reply
+            return self._end(run)
 
-    def _run(self, run: Execution, fields: List[str]) -> None:
+    async def execute_async(self, code: str, *, module: str = FRESH_MODULE, filename: str = "none",
+                            options: ExecOptions = PLAIN, limits: Limits = NO_LIMITS,
+                            on_output: Optional[OutputCallback] = None) -> ExecReply:
+        """`execute` for asyncio: the event loop watches the worker's descriptors (one epoll fd), so
+        waiting for the reply takes no thread. Rare slow paths (a death, a late interrupt) run in
+        the loop's default executor."""
+        loop = asyncio.get_running_loop()
+        if not self._busy.acquire(blocking=False):
+            raise RuntimeError(f"{self.name} is in use by another caller")
         try:
-            self._send(Request.EXEC, run.id, fields)
-        except OSError as e:  # it died before it could read the code: nothing ran
-            raise WorkerDiedError(describe_exit(self.process.reap())) from e
+            run = self._begin(code, module, filename, options, limits, on_output, None, None)
+            try:
+                killed = await self._serve_async(loop, run)
+            finally:
+                self._running = None
+            if killed is not None:
+                await loop.run_in_executor(None, self._collect_after_death, run, killed)
+            elif run.interrupted_at is not None and not run.saw_interrupt() and self.alive:
+                await loop.run_in_executor(None, self._settle_late_interrupt)
+            return self._end(run)
+        finally:
+            self._busy.release()
+
+    async def _serve_async(self, loop: asyncio.AbstractEventLoop, run: Execution) -> Optional[bool]:
+        """Feed `run` from the event loop until it is complete (None) or the worker ended (then
+        whether we killed it). The call's clock runs on the loop's timers."""
+        done: asyncio.Future = loop.create_future()
+        timer: List[Optional[asyncio.TimerHandle]] = [None]
+
+        def step() -> None:
+            if done.done():
+                return
+            ended = self._feed(run, self.process.read_events(0))
+            if ended is not None or run.complete:
+                done.set_result(ended)
+                return
+            if timer[0] is not None:
+                timer[0].cancel()
+            due = run.deadline()
+            timer[0] = None if due is None else loop.call_later(max(0.0, due - time.monotonic()), step)
+
+        fd = self.process.event_fd()
+        loop.add_reader(fd, step)
         try:
-            self._serve(run)
-        except BaseException:  # e.g. KeyboardInterrupt: the code still runs, so end it
+            step()
+            return await done
+        except asyncio.CancelledError:  # the caller gave up: the code still runs, so end it
             run.killed = True
             self.process.kill()
-            self._collect_after_death(run, killed=True)
             raise
+        finally:
+            loop.remove_reader(fd)
+            if timer[0] is not None:
+                timer[0].cancel()
+
+    def _begin(self, code: str, module: str, filename: str, options: ExecOptions, limits: Limits,
+               on_output: Optional[OutputCallback], on_display: Optional[DisplayCallback],
+               on_input: Optional[InputCallback]) -> Execution:
+        """Send the EXEC request; the caller then serves the returned Execution."""
+        self._drain_stale_output()
+        run = Execution(self._new_id(), new_nonce(), on_output, on_display, on_input,
+                        print_errors=options.print_errors, timeout=limits.timeout, grace=limits.grace,
+                        output_limit=limits.output_bytes, memory_limit=limits.memory_bytes,
+                        memory_probe=self.process.rss_bytes)
+        try:
+            self._send(Request.EXEC, run.id, [module, code, run.nonce, filename, options.flags()])
+        except OSError as e:  # it died before it could read the code: nothing ran
+            raise WorkerDiedError(describe_exit(self.process.reap())) from e
+        with self._state_lock:
+            self._running = run
+        return run
+
+    def _end(self, run: Execution) -> ExecReply:
+        self.calls += 1
+        reply = run.reply(self.poll(), self.kill_cause)
+        self.dirty = self.dirty or run.late_output
+        if run.callback_error is not None:
+            raise run.callback_error
+        return reply
 
     def _settle_late_interrupt(self) -> None:
         # The code finished just as our SIGINT was sent: let the signal land in the idle loop
