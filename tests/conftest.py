@@ -140,12 +140,28 @@ def zombie_children(parent: Optional[int] = None) -> List[Dict[str, object]]:
     return [p for p in all_procs() if p["ppid"] == parent and p["state"] == "Z"]
 
 
-def _has_run_tag(pid: int) -> bool:
+def has_env(pid: int, var: str, value: str) -> bool:
+    """True if the process `pid` was started with `var=value` in its environment."""
     try:
         with open(f"/proc/{pid}/environ", "rb") as f:
-            return f"{RUN_TAG_VAR}={RUN_TAG}".encode() in f.read().split(b"\0")
+            return f"{var}={value}".encode() in f.read().split(b"\0")
     except OSError:
         return False
+
+
+def _has_run_tag(pid: int) -> bool:
+    return has_env(pid, RUN_TAG_VAR, RUN_TAG)
+
+
+def tagged_env(var: str) -> Dict[str, str]:
+    """This environment plus `var` set to a new unique value (read it back from the result)."""
+    return dict(os.environ, **{var: uuid.uuid4().hex})
+
+
+def julia_workers_with(var: str, value: str) -> List[Dict[str, object]]:
+    """Live Julia worker processes started with `var=value` (e.g. by one pool given tagged_env)."""
+    return [p for p in all_procs() if p["state"] not in ("Z", "X") and "worker.jl" in str(p["cmdline"])
+            and has_env(int(p["pid"]), var, value)]
 
 
 def descendants(root: Optional[int] = None) -> List[Dict[str, object]]:
