@@ -14,12 +14,21 @@ A leaked worker whose parent died is adopted by init but keeps the tag, so it is
 on "julia/worker.jl" in the command line alone would also count workers of a test run or a benchmark
 that someone else runs on the same machine at the same time.
 
+The same check runs after each test module, once the module's own fixtures are torn down. The two
+session-wide pools legitimately outlive a module: their workers carry SHARED_POOL_VAR (set to the
+pool's name in the pool's env, so replacements and anything a worker spawns carry it too). Of those,
+only what the pool accounts for is allowed: its current workers (worker_pids()) and as many other
+worker processes as it says it is starting. Anything else, a child a test left running in a shared
+worker included, is the module's leak. Leaked processes are killed after the failure is reported, so
+that the next module is judged on its own.
+
 Helpers for the tests (import them: `from conftest import wait_until`) live at the bottom.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 import uuid
@@ -36,6 +45,8 @@ RUN_TAG = uuid.uuid4().hex
 os.environ[RUN_TAG_VAR] = RUN_TAG
 
 LEAK_GRACE = 15.0  # seconds for stop ladders that are still climbing (2 s per step) to finish
+SHARED_POOL_VAR = "JULIAPOOL_TEST_SHARED_POOL"  # the session-wide pool a process belongs to
+_session_pools: Dict[str, JuliaProcessPool] = {}  # name -> pool, once its fixture made it
 
 
 # ---- fixtures ------------------------------------------------------------------------------------
@@ -47,10 +58,56 @@ def _no_leaked_processes():
     Autouse and session-scoped, so it is set up first and torn down last, after every other fixture
     has shut its pools down."""
     yield
-    left = wait_gone(lambda: leaked_processes(), LEAK_GRACE)
-    if left:
-        lines = "\n".join(f"  pid {p['pid']} (parent {p['ppid']}): {p['cmdline']}" for p in left)
-        pytest.fail(f"{len(left)} process(es) started by the tests outlived them:\n{lines}", pytrace=False)
+    _fail_if_left(wait_gone(lambda: leaked_processes(), LEAK_GRACE), "the tests")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_processes_left_by_the_module(request):
+    """Fail the module if a process it started outlives it (but what the session-wide pools own).
+
+    Autouse and module-scoped: set up before the module's other module-scoped fixtures (and the
+    function- and class-scoped ones), so torn down after them."""
+    yield
+    _fail_if_left(wait_gone(_left_by_the_module, LEAK_GRACE), request.module.__name__)
+
+
+def _fail_if_left(left: List[Dict], who: str) -> None:
+    if not left:
+        return
+    lines = "\n".join(f"  pid {p['pid']} (parent {p['ppid']}): {p['cmdline']}" for p in left)
+    for p in left:  # reported once: later checks judge only what comes after
+        try:
+            os.kill(p["pid"], signal.SIGKILL)
+        except OSError:
+            pass
+    pytest.fail(f"{len(left)} process(es) started by {who} outlived it:\n{lines}", pytrace=False)
+
+
+def _left_by_the_module() -> List[Dict]:
+    """Live processes of this run that no session-wide pool accounts for."""
+    by_pool: Dict[Optional[str], List[Dict]] = {}
+    for p in leaked_processes():
+        owner = next((name for name in _session_pools if has_env(p["pid"], SHARED_POOL_VAR, name)), None)
+        by_pool.setdefault(owner, []).append(p)
+    left = by_pool.pop(None, [])
+    for name, procs in by_pool.items():
+        left += _unaccounted(_session_pools[name], procs)
+    return left
+
+
+def _unaccounted(pool: JuliaProcessPool, procs: List[Dict]) -> List[Dict]:
+    """Of the live processes carrying `pool`'s tag (listed before this call), those it does not own:
+    all of them once it is shut down; else all but its workers and, while it says workers are
+    starting, up to that many other worker processes (started, not yet in worker_pids())."""
+    stats = pool.get_stats()  # before worker_pids(): a start ending in between is counted twice, not missed
+    workers = set(pool.worker_pids())
+    if stats["closed"]:
+        return procs
+    others = [p for p in procs if p["pid"] not in workers]
+    starting = [p for p in others if p["pid"] == p["pgid"] and "worker.jl" in p["cmdline"]]
+    if len(starting) <= stats["starting"]:
+        others = [p for p in others if p not in starting]
+    return others
 
 
 @pytest.fixture(scope="session")
@@ -61,7 +118,7 @@ def julia_path() -> str:
 @pytest.fixture(scope="session")
 def shared_pool():
     """A healthy pool of 4 shared by every test that does not damage it."""
-    pool = JuliaProcessPool(size=4, timeout=60)
+    pool = _session_pool("shared_pool", size=4, timeout=60)
     yield pool
     pool.shutdown()
 
@@ -69,9 +126,16 @@ def shared_pool():
 @pytest.fixture(scope="session")
 def fault_pool():
     """A pool of 2 that tests may damage; each test that needs it whole calls wait_for_workers."""
-    pool = JuliaProcessPool(size=2, timeout=60, interrupt_grace=1.0)
+    pool = _session_pool("fault_pool", size=2, timeout=60, interrupt_grace=1.0)
     yield pool
     pool.shutdown()
+
+
+def _session_pool(name: str, **options) -> JuliaProcessPool:
+    """A pool whose processes carry SHARED_POOL_VAR=name, known to the per-module leak check."""
+    pool = JuliaProcessPool(env=dict(os.environ, **{SHARED_POOL_VAR: name}), **options)
+    _session_pools[name] = pool
+    return pool
 
 
 # ---- helpers -------------------------------------------------------------------------------------
@@ -140,12 +204,28 @@ def zombie_children(parent: Optional[int] = None) -> List[Dict[str, object]]:
     return [p for p in all_procs() if p["ppid"] == parent and p["state"] == "Z"]
 
 
-def _has_run_tag(pid: int) -> bool:
+def has_env(pid: int, var: str, value: str) -> bool:
+    """True if the process `pid` was started with `var=value` in its environment."""
     try:
         with open(f"/proc/{pid}/environ", "rb") as f:
-            return f"{RUN_TAG_VAR}={RUN_TAG}".encode() in f.read().split(b"\0")
+            return f"{var}={value}".encode() in f.read().split(b"\0")
     except OSError:
         return False
+
+
+def _has_run_tag(pid: int) -> bool:
+    return has_env(pid, RUN_TAG_VAR, RUN_TAG)
+
+
+def tagged_env(var: str) -> Dict[str, str]:
+    """This environment plus `var` set to a new unique value (read it back from the result)."""
+    return dict(os.environ, **{var: uuid.uuid4().hex})
+
+
+def julia_workers_with(var: str, value: str) -> List[Dict[str, object]]:
+    """Live Julia worker processes started with `var=value` (e.g. by one pool given tagged_env)."""
+    return [p for p in all_procs() if p["state"] not in ("Z", "X") and "worker.jl" in str(p["cmdline"])
+            and has_env(int(p["pid"]), var, value)]
 
 
 def descendants(root: Optional[int] = None) -> List[Dict[str, object]]:

@@ -19,7 +19,7 @@ from typing import List
 
 import pytest
 
-from conftest import Lines, pid_alive, run_in_thread, wait_gone, wait_until
+from conftest import Lines, julia_workers_with, pid_alive, run_in_thread, tagged_env, wait_gone, wait_until
 from juliapool import (CodeExecResult, JuliaNotFoundError, JuliaProcessPool, PoolBusyError, PoolShutDownError,
                        protocol)
 
@@ -442,15 +442,29 @@ def test_worker_holding_a_session_is_not_recycled(recycling_pool):
 
 # ---- start-up --------------------------------------------------------------------------------------
 
+POOL_TAG = "JULIAPOOL_TEST_POOL"  # set to a value of its own in one pool's env: finds that pool's processes
+
+
+def stats(pool: JuliaProcessPool, *keys: str) -> tuple:
+    """Some of pool.get_stats(), in the order asked."""
+    got = pool.get_stats()
+    return tuple(got[k] for k in keys)
+
+
 def test_wait_false_starts_one_worker_and_the_others_after_the_first_call(monkeypatch):
     import juliapool.pool as pool_module
 
     monkeypatch.setattr(pool_module, "SPARES_AFTER", 3600.0)  # only the first call may start them
-    pool = JuliaProcessPool(size=3, wait=False)
+    env = tagged_env(POOL_TAG)
+    pool = JuliaProcessPool(size=3, wait=False, env=env)
     try:
-        assert (len(pool._launching), pool._deferred) == (1, 2)  # returned at once, one start under way
+        assert stats(pool, "workers", "starting") == (0, 3)  # returned at once, all three to come
+        assert wait_until(lambda: stats(pool, "workers") == (1,), 60)
+        assert stats(pool, "workers", "idle", "starting") == (1, 1, 2)
+        assert len(julia_workers_with(POOL_TAG, env[POOL_TAG])) == 1, "the other two are held back"
         assert pool.execute("print(1)").stdout == "1"
-        assert wait_until(lambda: len(pool._workers) == 3, 60)
+        assert wait_until(lambda: stats(pool, "workers", "starting") == (3, 0), 60)
+        assert len(julia_workers_with(POOL_TAG, env[POOL_TAG])) == 3
     finally:
         pool.shutdown()
 
@@ -460,11 +474,14 @@ def test_wait_false_starts_the_others_when_a_second_caller_needs_one(monkeypatch
 
     monkeypatch.setattr(pool_module, "SPARES_AFTER", 3600.0)
     go = tmp_path / "go"
-    pool = JuliaProcessPool(size=2, wait=False)
+    env = tagged_env(POOL_TAG)
+    pool = JuliaProcessPool(size=2, wait=False, env=env)
     try:
         # The first call holds the only worker until the test creates `go`.
         first, first_box = run_in_thread(pool.execute, f"while !isfile({jl_str(str(go))}) sleep(0.05) end; print(getpid())")
-        assert wait_until(lambda: pool._workers and not pool._idle, 60)
+        assert wait_until(lambda: stats(pool, "workers", "busy") == (1, 1), 60)
+        assert stats(pool, "starting") == (1,) and len(julia_workers_with(POOL_TAG, env[POOL_TAG])) == 1, \
+            "the second worker is still held back"
         second = pool.execute("print(getpid())")  # served by a worker started for it
         go.touch()
         first.join(60)
@@ -479,7 +496,7 @@ def test_wait_false_starts_the_others_soon_after_the_first_is_ready(monkeypatch)
     monkeypatch.setattr(pool_module, "SPARES_AFTER", 0.1)
     pool = JuliaProcessPool(size=2, wait=False)
     try:
-        assert wait_until(lambda: len(pool._workers) == 2, 60)  # without any call
+        assert wait_until(lambda: stats(pool, "workers", "starting") == (2, 0), 60)  # without any call
     finally:
         pool.shutdown()
 

@@ -97,7 +97,7 @@ def test_an_image_named_in_julia_args_wins(julia_path, private_home):
 
 
 def worker_cmdline(pool: JuliaProcessPool) -> list:
-    pid = pool._workers[0].pid
+    pid = pool.worker_pids()[0]
     with open(f"/proc/{pid}/cmdline", "rb") as f:
         return f.read().decode().split("\0")
 
