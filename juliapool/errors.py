@@ -35,3 +35,8 @@ class PoolBusyError(JuliaPoolError, TimeoutError):
 class WorkerDiedError(JuliaPoolError, RuntimeError):
     """A worker process ended while it was serving a request that cannot be answered from output
     alone (completion, inspection)."""
+
+
+class ActorsLostError(JuliaPoolError, RuntimeError):
+    """Every Ray actor of a RayJuliaPool is dead for good (its `max_restarts` used up, or its node
+    gone): create a new RayJuliaPool."""
