@@ -100,12 +100,12 @@ class RayJuliaPool:
         cls = ray.remote(concurrency_groups={CONTROL: 2})(JuliaPoolActor)
         options = {"num_cpus": self.num_cpus, "max_restarts": self.max_restarts, "max_task_retries": 0,
                    "max_concurrency": self.workers_per_actor, **options}
-        if actors is None:
-            nodes = self._nodes_with_room()
-            return [cls.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=True), **options)
-                    .remote(self.workers_per_actor, pool_kwargs) for node in nodes]
-        options.setdefault("scheduling_strategy", "SPREAD")
-        return [cls.options(**options).remote(self.workers_per_actor, pool_kwargs) for _ in range(actors)]
+        if actors is None:  # one per node: pinned there, unless the node is gone when Ray restarts it
+            places = [NodeAffinitySchedulingStrategy(node, soft=True) for node in self._nodes_with_room()]
+        else:
+            places = ["SPREAD"] * actors
+        return [cls.options(**{"scheduling_strategy": place, **options}).remote(self.workers_per_actor, pool_kwargs)
+                for place in places]
 
     def _nodes_with_room(self) -> List[str]:
         nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) >= self.num_cpus]
@@ -146,7 +146,8 @@ class RayJuliaPool:
     def map(self, codes: Iterable[str], timeout: Optional[float] = None) -> List[CodeExecResult]:
         """Run every snippet (each in a fresh module) over all actors; results in the order of `codes`."""
         codes = list(codes)
-        slots = self.workers_per_actor * max(1, len(self._actors) - len(self._dead))
+        # One call queued behind each running one, so that no worker waits for the driver between calls.
+        slots = 2 * self.workers_per_actor * max(1, len(self._actors) - len(self._dead))
         with ThreadPoolExecutor(max(1, min(slots, len(codes))), thread_name_prefix="juliapool-ray-map") as ex:
             return list(ex.map(lambda code: self.execute(code, timeout), codes))
 
@@ -171,6 +172,8 @@ class RayJuliaPool:
             if self._closed:
                 return
             self._closed = True
+        if not ray.is_initialized():  # Ray was shut down first: the actors died with it, their guards reaped
+            return
         refs = [a.shutdown.options(concurrency_group=CONTROL).remote() for i, a in enumerate(self._actors)
                 if i not in self._dead]
         ray.wait(refs, num_returns=len(refs), timeout=timeout)

@@ -56,6 +56,7 @@ class JuliaPoolActor:
 
     def execute(self, code: str, timeout: Optional[float]) -> Iterator[Any]:
         yield self.incarnation
+        self._guard.update()  # a worker started since the guard's last look may take this call
         yield self.pool.execute(code, timeout=timeout)
 
     def session_execute(self, key: str, code: str, timeout: Optional[float]) -> Iterator[Any]:
@@ -64,6 +65,7 @@ class JuliaPoolActor:
             if session is None:
                 session = self._sessions[key] = self.pool.session(key)
         yield self.incarnation
+        self._guard.update()
         result: CodeExecResult = session.execute(code, timeout=timeout)
         yield result
 

@@ -13,20 +13,19 @@ How::
       writes them as one line                          at end of file: SIGKILL each listed group
 
 The owner holds the only write end of that pipe, so the guard reads end of file when the owner
-ends, however it ends. A clean shutdown sends an empty line first: nothing is left to kill.
+ends, however it ends. A clean shutdown sends an empty line first: nothing is left to kill. The
+owner may also call `update()` before it hands a worker code (the Ray actor does), so that a worker
+started since the last look is listed before it can get busy.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
 from typing import Callable, List, Optional
-
-log = logging.getLogger(__name__)
 
 WATCH_INTERVAL = 0.2  # seconds between two looks at the pool's worker pids
 
@@ -62,6 +61,7 @@ class ReaperGuard:
         self._interval = interval
         self._stop = threading.Event()
         self._sent: Optional[List[int]] = None
+        self._lock = threading.Lock()  # the watch thread and callers of update() both send
         # Run by path: the guard needs only this file (stdlib), not the package and its imports.
         self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__)], stdin=subprocess.PIPE,
                                      start_new_session=True)
@@ -78,9 +78,10 @@ class ReaperGuard:
 
     def update(self) -> None:
         """Tell the guard the current worker pids, if they changed since last time."""
-        pids = sorted(self._pids())
-        if pids != self._sent:
-            self._send(pids)
+        with self._lock:
+            pids = sorted(self._pids())
+            if pids != self._sent:
+                self._send(pids)
 
     def _send(self, pids: List[int]) -> None:
         try:
@@ -95,7 +96,8 @@ class ReaperGuard:
         """After the pool stopped its workers: tell the guard nothing is left, let it exit."""
         self._stop.set()
         self._thread.join(timeout)
-        self._send([])
+        with self._lock:
+            self._send([])
         try:
             assert self.proc.stdin is not None
             self.proc.stdin.close()
