@@ -119,13 +119,13 @@ class RayJuliaPool:
         try:
             ray.get(refs, timeout=self.start_timeout)
         except GetTimeoutError:
-            self.shutdown()
+            self.shutdown(timeout=0)  # unplaced actors would never answer; started ones' guards reap
             raise WorkerStartError(
                 f"Ray did not start {len(refs)} actor(s) of {self.num_cpus} CPU(s) each within {self.start_timeout:g} s; "
                 f"the cluster has {ray.cluster_resources().get('CPU', 0):g} CPU(s) in all: lower actors, "
                 f"workers_per_actor or num_cpus, add nodes, or raise start_timeout") from None
         except RayActorError as e:
-            self.shutdown()
+            self.shutdown(timeout=0)
             raise WorkerStartError(f"a Ray actor could not start its Julia workers: {e}") from e
 
     # ---- public API ------------------------------------------------------------------------
@@ -175,8 +175,9 @@ class RayJuliaPool:
         if not ray.is_initialized():  # Ray was shut down first: the actors died with it, their guards reaped
             return
         refs = [a.shutdown.options(concurrency_group=CONTROL).remote() for i, a in enumerate(self._actors)
-                if i not in self._dead]
-        ray.wait(refs, num_returns=len(refs), timeout=timeout)
+                if i not in self._dead] if timeout > 0 else []
+        if refs:
+            ray.wait(refs, num_returns=len(refs), timeout=timeout)
         for actor in self._actors:  # whatever did not stop cleanly, its guard process reaps
             ray.kill(actor, no_restart=True)
         log.info("RayJuliaPool shut down (%d actors)", len(self._actors))
