@@ -49,3 +49,8 @@ class InstallError(JuliaPoolError, RuntimeError):
 
 class SysimageError(JuliaPoolError, RuntimeError):
     """A system image could not be built; the message says which step failed and why."""
+
+
+class ActorsLostError(JuliaPoolError, RuntimeError):
+    """Every Ray actor of a RayJuliaPool is dead for good (its `max_restarts` used up, or its node
+    gone): create a new RayJuliaPool."""
