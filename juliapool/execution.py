@@ -175,8 +175,9 @@ class Execution:
 
     def reply(self, returncode: Optional[int], kill_reason: str = "") -> ExecReply:
         self._report_interrupt()
-        out = {n: b"".join(self.chunks[n]).decode("utf-8", errors="replace") for n in STREAMS}
-        rep = ExecReply(stdout=out["stdout"], stderr=out["stderr"])
+        raw = {n: b"".join(self.chunks[n]) for n in STREAMS}
+        out = {n: raw[n].decode("utf-8", errors="replace") for n in STREAMS}
+        rep = ExecReply(stdout=out["stdout"], stderr=out["stderr"], stdout_bytes=raw["stdout"], stderr_bytes=raw["stderr"])
         if self.done is not None:
             status, ename, evalue, tb, lingering = self.done.texts()[:5]
             rep.status, rep.ename, rep.evalue, rep.traceback = status, ename, evalue, tb

@@ -39,6 +39,10 @@ class ExecReply:
     timed_out: bool = False
     worker_died: bool = False  # the worker process ended during this call
     worker_restarted: bool = False  # this call ran on a fresh worker: earlier session state is gone
+    # The bytes the code wrote, unharmed: `stdout`/`stderr` replace what is not UTF-8 with U+FFFD.
+    # (The timeout note is in both; notes about a dead worker or a lost session only in the strings.)
+    stdout_bytes: bytes = b""
+    stderr_bytes: bytes = b""
 
     def to_result(self) -> CodeExecResult:
         return CodeExecResult(self.stdout, self.stderr, self.exit_code, self.timed_out, self.worker_restarted)
