@@ -134,7 +134,7 @@ def run_all(programs: Sequence[Program], modes: Sequence[str], timeout: float) -
 def _run_one(program: Program, mode: str, runner: Runner, work: Path) -> dict:
     outcome = runner(program.code)
     left = corpus.clear_directory(work)
-    why = corpus.mismatch(program, outcome)
+    why = corpus.mismatch(program, outcome, mode)
     return {"id": program.id, "seconds": outcome.seconds, "exit_code": outcome.exit_code, "match": not why,
             "mismatch": why, "known_reason": corpus.known_reason(program, mode) if why else "",
             "files_left": left, "timed_out": outcome.timed_out}

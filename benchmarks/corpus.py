@@ -37,6 +37,7 @@ class Program:
     expected_stdout: bytes
     expected_exit: int
     expected_error: str = ""  # first line of Julia's error under -e (failing programs)
+    file_error: str = ""  # the same as `julia FILE` printed it, without the `LoadError: ` it adds
     error_kind: str = ""
     _code: Optional[str] = field(default=None, repr=False)
 
@@ -97,21 +98,28 @@ def _program(directory: Path, row: dict) -> Program:
     out = path.with_name(row["id"] + ".out").read_bytes()
     if row["spawn_exit"] == 0:
         return Program(row["id"], path, row.get("flags", []), out, 0)
-    exec_err = path.with_name(row["id"] + ".exec.err").read_text(encoding="utf-8", errors="replace")
-    return Program(row["id"], path, row.get("flags", []), out, row["spawn_exit"],
-                   exec_err.splitlines()[0] if exec_err else "", row.get("error_kind", ""))
+    exec_err, file_err = (_first_line(path.with_name(row["id"] + ext)) for ext in (".exec.err", ".err"))
+    return Program(row["id"], path, row.get("flags", []), out, row["spawn_exit"], exec_err,
+                   file_err.replace("ERROR: LoadError: ", "ERROR: ", 1), row.get("error_kind", ""))
 
 
-def mismatch(program: Program, outcome: Outcome) -> str:
-    """'' if the outcome matches `julia FILE`, else what differs, in a few words."""
+def _first_line(path: Path) -> str:
+    return next(iter(path.read_text(encoding="utf-8", errors="replace").splitlines()), "")
+
+
+def mismatch(program: Program, outcome: Outcome, mode: str) -> str:
+    """'' if the outcome matches `julia FILE`, else what differs, in a few words. A failing program's
+    error is compared with the one `julia -e` prints in spawn mode (it parses the whole code before it
+    runs any), with the one `julia FILE` prints in the others (they run statement by statement)."""
     if outcome.timed_out:
         return "timed out"
     if outcome.exit_code != program.expected_exit:
         return f"exit code {outcome.exit_code}, expected {program.expected_exit}"
     if program.failing:
         first = next((line for line in outcome.stderr.splitlines() if line.startswith("ERROR")), "")
-        if first != program.expected_error:
-            return f"error {first[:80]!r}, expected {program.expected_error[:80]!r}"
+        want = program.expected_error if mode.startswith("spawn") else program.file_error
+        if first != want:
+            return f"error {first[:80]!r}, expected {want[:80]!r}"
     want = program.expected_stdout
     if outcome.lossy:
         want = want.decode("utf-8", errors="replace").encode()
@@ -130,10 +138,13 @@ def _first_difference(want: bytes, got: bytes) -> str:
 
 def known_reason(program: Program, mode: str) -> str:
     """Why a program is known not to match in a mode ('' if it should)."""
-    if program.syntax_error and mode == "spawn":
+    if program.syntax_error and mode.startswith("spawn"):
         return ("syntax error: `julia -e` parses the whole code first and prints nothing, "
                 "`julia FILE` runs the statements before the error")
-    return "; ".join(FLAG_REASONS.get(f, f) for f in program.flags)
+    flags = list(program.flags)
+    if "names(Main)" in program.code and "names" not in flags:
+        flags.append("names")  # the manifest flags only some of them
+    return "; ".join(FLAG_REASONS.get(f, f) for f in flags)
 
 
 def clear_directory(path: Path) -> List[str]:

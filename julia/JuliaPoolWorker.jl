@@ -129,9 +129,7 @@ function evaluate(mod::Module, code::String, filename::String, flags::String)
     kernel = 'k' in flags
     try
         code = kernel ? rewrite_cell(code) : code
-        run() = compiled() do
-            's' in flags ? include_string(REPL.softscope, mod, code, filename) : include_string(mod, code, filename)
-        end
+        run() = include_user_code(mod, code, filename, 's' in flags)     # compilation.jl
         value = kernel ? with_kernel_io(run, 'i' in flags) : run()
         fields = ["ok", "", "", ""]
         if 'r' in flags && value !== nothing && !REPL.ends_with_semicolon(code)

@@ -51,6 +51,8 @@ WORKER_OPT_FLAGS: List[str] = []
 MAX_START_FAILURES = 3  # consecutive start failures before the pool gives up replacing workers
 RSS_CHECK_EVERY = 16  # calls between two looks at a worker's memory
 SPARES_AFTER = 1.5  # seconds after the first worker of a wait=False pool is ready
+# How workers run the user's top-level code (julia/compilation.jl; figures in README.md).
+COMPILE_POLICIES = ("tiered", "toplevel", "compiled", "interpreted")
 
 _live_pools: "weakref.WeakSet[JuliaProcessPool]" = weakref.WeakSet()
 
@@ -83,7 +85,12 @@ class JuliaProcessPool:
     printing, is interpreted instead of compiled; the user's code is compiled either way: the
     kernel sets it, a long-running pool does better without), `sysimage` (a Julia system image to
     start workers with: None finds the one `juliapool sysimage` built for this Julia, if any; False
-    never uses one; a path uses that file. A worker that cannot start on it starts without it).
+    never uses one; a path uses that file. A worker that cannot start on it starts without it),
+    `compile_policy` (how the user's top-level code runs, one of COMPILE_POLICIES: "tiered", the
+    default, interprets statements that look short, Base's code they reach included, and compiles
+    long ones and functions that loop or recurse; "toplevel" compiles all but short top-level loops;
+    "compiled" compiles everything, as Julia does on its own; "interpreted" interprets everything,
+    like `--compile=min`; else $JULIAPOOL_COMPILE_POLICY).
     """
 
     def __init__(self, size: int = 4, timeout: Optional[float] = 60, julia_path: Optional[str] = None,
@@ -93,9 +100,13 @@ class JuliaProcessPool:
                  checkout_timeout: Optional[float] = None, interrupt_grace: float = 2.0,
                  start_timeout: float = 120.0, wait: bool = True, env: Optional[Dict[str, str]] = None,
                  warm_kernel: bool = False, fast_start: bool = False,
-                 sysimage: Union[str, bool, None] = None) -> None:
+                 sysimage: Union[str, bool, None] = None, compile_policy: Optional[str] = None) -> None:
         if size < 1:
             raise ValueError("size must be at least 1")
+        policy = compile_policy or os.environ.get("JULIAPOOL_COMPILE_POLICY") or COMPILE_POLICIES[0]
+        if policy not in COMPILE_POLICIES:
+            raise ValueError(f"compile_policy must be one of {', '.join(COMPILE_POLICIES)}, not {policy!r}")
+        self.compile_policy = policy
         self.size = size
         self.timeout = timeout
         self.julia_path = find_julia(julia_path)
@@ -109,7 +120,8 @@ class JuliaProcessPool:
         self.checkout_timeout = checkout_timeout
         self.interrupt_grace = interrupt_grace
         self.start_timeout = start_timeout
-        self.env = dict(os.environ if env is None else env, JULIAPOOL_INTERPRET_WORKER="1" if fast_start else "0")
+        self.env = dict(os.environ if env is None else env, JULIAPOOL_INTERPRET_WORKER="1" if fast_start else "0",
+                        JULIAPOOL_COMPILE_POLICY=policy)
         self.warm_kernel = warm_kernel
         self._cond = threading.Condition()
         self._workers: List[Worker] = []  # every live worker, busy or idle
