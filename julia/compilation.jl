@@ -28,6 +28,7 @@ function interpret_worker_code()
     wanted = get(ENV, "JULIAPOOL_INTERPRET_WORKER", "0") == "1"
     SWITCH_COMPILE[] = wanted && COMPILE_FIELD !== nothing && unsafe_load(compile_mode_ptr()) == COMPILE_ON
     set_compile(COMPILE_MIN)
+    SWITCH_COMPILE[] || warm_up_policy()      # a compiled worker: compile the policy's code now
 end
 
 function with_compile(f, mode::Int8)

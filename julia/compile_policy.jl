@@ -36,6 +36,19 @@ function read_compile_policy()
     POLICY[] = wanted in POLICIES ? wanted : "tiered"
 end
 
+"Compile the policy's own code now (~0.3 s at start), rather than in the first calls."
+function warm_up_policy()
+    POLICY[] == "tiered" || return
+    code = "f(n) = n < 2 ? n : f(n - 1)\nfor i in 1:2, j in xs; g(i) end\nx = [i for i in 1:10^6]\nsum(1:3)"
+    m = Module(:WarmUp)
+    Core.eval(m, :(xs = [1]))
+    pos = 1
+    while pos <= ncodeunits(code)
+        ex, pos = Meta.parse(code, pos)
+        tiered_statement(m, ex)
+    end
+end
+
 "Run the user's code as the policy says (the caller restores the worker's own compile mode)."
 function include_user_code(mod::Module, code::String, filename::String, soft::Bool)
     policy = COMPILE_FIELD === nothing && POLICY[] != "compiled" ? "toplevel" : POLICY[]
@@ -89,33 +102,33 @@ const KEEP_AS_IS = (:module, :using, :import, :export, :error, :incomplete, :con
 const NOT_RUN_HERE = (:function, :->, :quote, :macro, :module, :struct, :macrocall, :inert)
 
 "toplevel: interpret a top-level statement with a short loop; leave the rest to Julia."
-function toplevel_statement(ex)
+function toplevel_statement(@nospecialize(ex))
     ex isa Expr || return ex
-    ex.head === :toplevel && return Expr(:toplevel, map(toplevel_statement, ex.args)...)
+    ex.head === :toplevel && return Expr(:toplevel, Any[toplevel_statement(a) for a in ex.args]...)
     (ex.head in KEEP_AS_IS || loop_cost(ex) == 0) && return ex
     return short_loop(ex) ? Expr(:block, INTERPRET_MARK, ex) : ex
 end
 
 """tiered: mark the statement to run interpreted, or compiled if it looks long; mark hot functions."""
-function tiered_statement(mod::Module, ex)
+function tiered_statement(mod::Module, @nospecialize(ex))
     ex isa Expr || return ex
-    ex.head === :toplevel && return Expr(:toplevel, map(e -> tiered_statement(mod, e), ex.args)...)
+    ex.head === :toplevel && return Expr(:toplevel, Any[tiered_statement(mod, a) for a in ex.args]...)
     ex = mark_hot_functions(ex)
     (ex.head in KEEP_AS_IS || is_method_definition(ex)) && return ex
     if loop_cost(ex, mod) > LOOP_BUDGET
         return Expr(:block, tier_up_mark(), ex)     # compiled, though the last statement interpreted
-    elseif big_data(ex, mod)
+    elseif big_data(ex, mod) || reduces(ex)
         return Expr(:block, Expr(:call, GlobalRef(@__MODULE__, :compile_from_here)), ex)
     end
     return Expr(:block, INTERPRET_MARK, Expr(:call, GlobalRef(@__MODULE__, :interpret_from_here)), ex)
 end
 
 "Put the tier-up mark first in the body of every function defined here that loops or recurses."
-function mark_hot_functions(ex)
+function mark_hot_functions(@nospecialize(ex))
     ex isa Expr || return ex
     if is_method_definition(ex)
         name, body = function_name(ex.args[1]), ex.args[2]
-        if body isa Expr && (loop_cost(body) > 0 || (name !== nothing && calls(body, name)))
+        if body isa Expr && (loop_cost(body) > 0 || (name !== nothing && calls(body, name)) || reduces(body))
             return Expr(ex.head, ex.args[1], Expr(:block, tier_up_mark(), body))
         end
         return ex
@@ -124,14 +137,14 @@ function mark_hot_functions(ex)
         return Expr(:macrocall, ex.args[1:3]..., mark_hot_functions(ex.args[4]))   # "doc" f(x) = ...
     end
     ex.head in NOT_RUN_HERE && return ex
-    return Expr(ex.head, map(mark_hot_functions, ex.args)...)
+    return Expr(ex.head, Any[mark_hot_functions(a) for a in ex.args]...)
 end
 
-is_method_definition(ex::Expr) = length(ex.args) == 2 &&
+is_method_definition(@nospecialize(ex)) = ex isa Expr && length(ex.args) == 2 &&
     (ex.head === :function || (ex.head === :(=) && function_name(ex.args[1]) !== nothing))
 
 "The name `f` of a signature `f(x)`, `f(x) where T`, `f(x)::T`, `M.f(x)`; nothing if it is none."
-function function_name(sig)
+function function_name(@nospecialize(sig))
     sig isa Expr || return nothing
     sig.head in (:where, :(::)) && return function_name(sig.args[1])
     sig.head === :call || return nothing
@@ -141,8 +154,30 @@ function function_name(sig)
     return nothing
 end
 
-calls(ex, name::Symbol) = ex isa Expr &&
-    ((ex.head === :call && ex.args[1] === name) || any(a -> calls(a, name), ex.args))
+function calls(@nospecialize(ex), name::Symbol)::Bool
+    ex isa Expr || return false
+    ex.head === :call && ex.args[1] === name && return true
+    for a in ex.args
+        calls(a, name) && return true
+    end
+    return false
+end
+
+# Reductions whose compiled code adds floating-point numbers in another order than the interpreter
+# does (`@simd` in Base.mapreduce_impl; corpus program 0215 prints another last digit): code that
+# calls one is compiled, so that it prints what `julia -e` prints.
+const REDUCTIONS = (:sum, :prod, :mapreduce, :reduce, :mean, :dot, :norm, :var, :std, :cumsum)
+
+function reduces(@nospecialize(ex))::Bool
+    (ex isa Expr && !(ex.head in NOT_RUN_HERE)) || return false
+    ex.head === :call && (ex.args[1] in REDUCTIONS || dotted_name(ex.args[1]) in REDUCTIONS) && return true
+    for a in ex.args
+        reduces(a) && return true
+    end
+    return false
+end
+
+dotted_name(@nospecialize(f)) = f isa Expr && f.head === :. && f.args[end] isa QuoteNode ? f.args[end].value : nothing
 
 # ---- how long a top-level statement runs ---------------------------------------------------
 
@@ -162,9 +197,9 @@ const BIG_DATA = 5_000
 short_loop(ex) = loop_cost(ex) <= LOOP_BUDGET
 
 "Statement runs of `ex` if interpreted, 0 if it has no loop (`typemax(Int)`: too long to guess)."
-function loop_cost(ex, mod::Union{Module,Nothing} = nothing)::Int
+function loop_cost(@nospecialize(ex), mod::Union{Module,Nothing} = nothing)::Int
     looping = false
-    cost(ex) = begin
+    cost(@nospecialize(ex)) = begin
         ex isa Expr || return 0
         ex.head in NOT_RUN_HERE && return 1
         ex.head === :while && (looping = true; return typemax(Int))
@@ -189,7 +224,7 @@ sat_add(a::Int, b::Int) = a > typemax(Int) - b ? typemax(Int) : a + b
 sat_mul(a::Int, b::Int) = b != 0 && a > typemax(Int) ÷ b ? typemax(Int) : a * b
 
 "How often a `for` head (`i = a:b`, `x = xs`, or several of them in a block) iterates."
-function iterations(spec, mod)::Int
+function iterations(@nospecialize(spec), mod)::Int
     if spec isa Expr && spec.head === :block
         n = 1
         for s in spec.args
@@ -201,7 +236,7 @@ function iterations(spec, mod)::Int
     (spec isa Expr && length(spec.args) == 2) || return SHORT_GUESS
     r = spec.args[2]
     if r isa Expr && r.head === :call && r.args[1] === :(:) && length(r.args) in (3, 4)
-        b = map(x -> literal_int(x, mod), r.args[2:end])
+        b = Any[literal_int(x, mod) for x in r.args[2:end]]
         any(x -> x === nothing, b) && return SHORT_GUESS
         return try Int(min(length(length(b) == 2 ? (b[1]:b[2]) : (b[1]:b[2]:b[3])), typemax(Int))) catch; typemax(Int) end
     end
@@ -212,12 +247,12 @@ end
 const LITERAL_OPS = Dict{Symbol,Function}(:+ => +, :- => -, :* => *, :^ => ^, :÷ => div)
 
 "The value of an integer literal, an integer global, or arithmetic of them such as `10^6`; else nothing."
-function literal_int(x, mod)
+function literal_int(@nospecialize(x), mod)
     x isa Integer && return x
     v = global_value(x, mod)
     v isa Integer && return v
     (x isa Expr && x.head === :call && haskey(LITERAL_OPS, x.args[1]) && length(x.args) >= 2) || return nothing
-    args = map(a -> literal_int(a, mod), x.args[2:end])
+    args = Any[literal_int(a, mod) for a in x.args[2:end]]
     any(a -> a === nothing, args) && return nothing
     return try LITERAL_OPS[x.args[1]](map(Int128, args)...) catch; nothing end
 end
@@ -226,7 +261,7 @@ end
 resolved already are looked at: resolving one would change what the user's code may do with the
 name (extend a Base function of that name, or not). Base.isbindingresolved: Julia 1.5 to 1.11;
 where it is missing, globals are not looked at."""
-function global_value(x, mod)
+function global_value(@nospecialize(x), mod)
     (x isa Symbol && mod isa Module && isdefined(Base, :isbindingresolved)) || return nothing
     try
         Base.isbindingresolved(mod, x) && isdefined(mod, x) || return nothing
@@ -237,14 +272,14 @@ function global_value(x, mod)
 end
 
 "A number of elements or bytes, for what may be large; nothing for anything else."
-function data_size(v)
+function data_size(@nospecialize(v))
     v isa Union{AbstractArray,AbstractDict,AbstractSet,AbstractRange} && return length(v)
     v isa AbstractString && return ncodeunits(v)
     return nothing
 end
 
 "Does `ex` name a large number (literal or global) or a large global collection?"
-function big_data(ex, mod)::Bool
+function big_data(@nospecialize(ex), mod)::Bool
     ex isa Integer && return abs(ex) >= BIG_DATA
     ex isa Symbol || ex isa Expr || return false
     if ex isa Symbol
@@ -255,5 +290,8 @@ function big_data(ex, mod)::Bool
     ex.head in NOT_RUN_HERE && return false
     n = literal_int(ex, mod)
     n !== nothing && abs(n) >= BIG_DATA && return true
-    return any(a -> big_data(a, mod), ex.args)
+    for a in ex.args
+        big_data(a, mod) && return true
+    end
+    return false
 end
