@@ -129,9 +129,7 @@ function evaluate(mod::Module, code::String, filename::String, flags::String)
     kernel = FLAG_NOTEBOOK in flags
     try
         code = kernel ? rewrite_cell(code) : code
-        run() = compiled() do
-            FLAG_SOFT_SCOPE in flags ? include_string(REPL.softscope, mod, code, filename) : include_string(mod, code, filename)
-        end
+        run() = include_user_code(mod, code, filename, FLAG_SOFT_SCOPE in flags)     # compile_policy.jl
         value = kernel ? with_kernel_io(run, FLAG_ALLOW_INPUT in flags) : run()
         fields = ["ok", "", "", ""]
         if FLAG_WANT_RESULT in flags && value !== nothing && !REPL.ends_with_semicolon(code)

@@ -24,9 +24,11 @@ end
 
 "Interpret the worker's own code, unless Julia was started with its own --compile choice."
 function interpret_worker_code()
+    read_compile_policy()
     wanted = get(ENV, "JULIAPOOL_INTERPRET_WORKER", "0") == "1"
     SWITCH_COMPILE[] = wanted && COMPILE_FIELD !== nothing && unsafe_load(compile_mode_ptr()) == COMPILE_ON
     set_compile(COMPILE_MIN)
+    SWITCH_COMPILE[] || warm_up_policy()      # a compiled worker: compile the policy's code now
 end
 
 function with_compile(f, mode::Int8)
@@ -46,3 +48,5 @@ compiled(f) = with_compile(f, COMPILE_ON)
 # time (measured: the first `1+1` result 409 ms compiled, 102 ms interpreted; a 1000x1000 matrix
 # 831 ms vs 231 ms), which a notebook pays again for every new type it displays.
 display_bundle(x) = with_compile(() -> mime_bundle(x), COMPILE_MIN)
+
+include("compile_policy.jl")     # how the user's code runs: compiled, interpreted, or both

@@ -25,7 +25,18 @@ function new_module(name::Symbol)
     m = Module(name)
     set_const(m, :eval, EvalInto(m))
     set_const(m, :include, IncludeInto(m))
+    resolve_as_in_main(m)
     return m
+end
+
+"Resolve in `m` the names Julia's start-up resolved in Main (julia/worker.jl records them)."
+function resolve_as_in_main(m::Module)
+    names = isdefined(Main, Symbol("#juliapool_main_resolved")) ? getfield(Main, Symbol("#juliapool_main_resolved")) : ()
+    found = 0     # used, or the compiler drops the isdefined calls, which resolve an implicit import
+    for n in names
+        found += n isa Symbol && try isdefined(m, n) catch; false end
+    end
+    return found
 end
 
 # Making a module costs ~0.2 ms (Julia checks Base's exports for conflicts), so the worker makes

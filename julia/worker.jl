@@ -8,6 +8,11 @@
 # juliapool system image (juliapool/sysimage.py) the module is in the image already, compiled, and
 # `using` only finds it there.
 
+# Before anything else runs here: which of Base's names Julia's own start-up resolved in Main (on
+# 1.5.3: `isempty`, `!==`, `@eval`, `ARGS`, `Base`). Fresh modules resolve them too, so that code
+# extending one of them without `import` fails as it fails under `julia -e` (julia/modules.jl).
+var"#juliapool_main_resolved" = Base.filter(n -> Base.isbindingresolved(Main, n), Base.names(Base))
+
 let dir = @__DIR__
     pushfirst!(LOAD_PATH, dir)
     try

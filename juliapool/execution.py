@@ -237,8 +237,10 @@ class Execution:
         """The result, once the execution is complete or its worker is gone. `kill_cause` says why
         juliapool killed the worker, if it did (a name from juliapool.result)."""
         self._report_interrupt()
-        out = {n: b"".join(self.chunks[n]).decode("utf-8", errors="replace") for n in STREAMS}
-        rep = ExecReply(stdout=out["stdout"], stderr=out["stderr"], output_truncated=self.output_truncated)
+        raw = {n: b"".join(self.chunks[n]) for n in STREAMS}
+        out = {n: raw[n].decode("utf-8", errors="replace") for n in STREAMS}
+        rep = ExecReply(stdout=out["stdout"], stderr=out["stderr"], stdout_bytes=raw["stdout"],
+                        stderr_bytes=raw["stderr"], output_truncated=self.output_truncated)
         if self.done is not None:
             d = self.done
             rep.status, rep.ename, rep.evalue, rep.traceback, rep.result = d.status, d.ename, d.evalue, d.traceback, d.result

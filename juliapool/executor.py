@@ -17,9 +17,11 @@ from .result import TIMEOUT_EXIT_CODE, CodeExecResult
 
 log = logging.getLogger(__name__)
 
-# A spawned julia pays its start-up on every call; -O0 spends the least time compiling and was
-# fastest end to end for small and CPU-bound snippets alike (benchmarks/bench_flags.py).
-SPAWN_OPT_FLAGS = ["-O0"]
+# Julia's default optimisation, as the pool's workers use it (pool.WORKER_OPT_FLAGS): other levels
+# change results (-O0 sums an array in another order: corpus program 0215 prints another last digit)
+# and -O0 runs heavy programs 2 to 7x slower (benchmarks/bench_programs.py, README "Spawn mode flags").
+# -O0 was chosen before on a `println` micro-benchmark (benchmarks/bench_flags.py), where it saves ~10%.
+SPAWN_OPT_FLAGS: List[str] = []
 MAX_ARG_BYTES = 100_000  # longer code goes through a temporary file (Linux caps one argument at 128 KiB)
 # Runs a file's code as `-e` would: in Main, file name "none", errors printed the way -e prints them.
 FILE_DRIVER = """try

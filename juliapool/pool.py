@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 # A long-lived worker compiles each snippet once and may run it long: keep Julia's default
 # optimisation (measured in benchmarks/bench_flags.py); only start-up noise is removed.
 WORKER_OPT_FLAGS: List[str] = []
+# How workers run the user's top-level code (julia/compile_policy.jl; figures in README.md).
+COMPILE_POLICIES = ("tiered", "toplevel", "compiled", "interpreted")
 _live_pools: "weakref.WeakSet[JuliaProcessPool]" = weakref.WeakSet()
 
 
@@ -57,6 +59,13 @@ _live_pools: "weakref.WeakSet[JuliaProcessPool]" = weakref.WeakSet()
 def _shutdown_live_pools() -> None:
     for pool in list(_live_pools):
         pool.shutdown()
+
+
+def _choose_policy(chosen: Optional[str]) -> str:
+    policy = chosen or os.environ.get("JULIAPOOL_COMPILE_POLICY") or COMPILE_POLICIES[0]
+    if policy not in COMPILE_POLICIES:
+        raise ValueError(f"compile_policy must be one of {', '.join(COMPILE_POLICIES)}, not {policy!r}")
+    return policy
 
 
 def _env_int(name: str, default: Optional[int]) -> Optional[int]:
@@ -81,7 +90,12 @@ class JuliaProcessPool:
     printing, is interpreted instead of compiled; the user's code is compiled either way: the
     kernel sets it, a long-running pool does better without), `sysimage` (a Julia system image to
     start workers with: None finds the one `juliapool sysimage` built for this Julia, if any; False
-    never uses one; a path uses that file. A worker that cannot start on it starts without it).
+    never uses one; a path uses that file. A worker that cannot start on it starts without it),
+    `compile_policy` (how the user's top-level code runs, one of COMPILE_POLICIES: "tiered", the
+    default, interprets statements that look short, Base's code they reach included, and compiles
+    long ones and functions that loop or recurse; "toplevel" compiles all but short top-level loops;
+    "compiled" compiles everything, as Julia does on its own; "interpreted" interprets everything,
+    like `--compile=min`; else $JULIAPOOL_COMPILE_POLICY).
     """
 
     def __init__(self, size: int = 4, timeout: Optional[float] = 60, julia_path: Optional[str] = None,
@@ -92,15 +106,17 @@ class JuliaProcessPool:
                  start_timeout: float = 120.0, wait: bool = True, env: Optional[Dict[str, str]] = None,
                  warm_kernel: bool = False, fast_start: bool = False,
                  sysimage: Union[str, bool, None] = None, memory_limit_mb: Optional[float] = None,
-                 output_limit_bytes: Optional[int] = None) -> None:
+                 output_limit_bytes: Optional[int] = None, compile_policy: Optional[str] = None) -> None:
         if size < 1:
             raise ValueError("size must be at least 1")
+        self.compile_policy = _choose_policy(compile_policy)
         self.size = size
         self.timeout = timeout
         julia = find_julia(julia_path)
         args = BASE_FLAGS + (WORKER_OPT_FLAGS if optimization_flags else []) + list(julia_args)
         self.recipe = StartRecipe(
-            julia, args, dict(os.environ if env is None else env, JULIAPOOL_INTERPRET_WORKER="1" if fast_start else "0"),
+            julia, args, dict(os.environ if env is None else env, JULIAPOOL_INTERPRET_WORKER="1" if fast_start else "0",
+                              JULIAPOOL_COMPILE_POLICY=self.compile_policy),
             choose_sysimage(julia, args, sysimage), start_timeout, list(preload), warmup, warm_kernel)
         self.max_calls = max_calls if max_calls is not None else _env_int("JULIAPOOL_MAX_CALLS", 5000)
         self.max_rss_mb = max_rss_mb if max_rss_mb is not None else _env_int("JULIAPOOL_MAX_RSS_MB", 2048)

@@ -77,6 +77,10 @@ class ExecReply:
     @property
     def worker_died(self) -> bool:
         return self.worker_end is not None
+    # The bytes the code wrote, unharmed: `stdout`/`stderr` replace what is not UTF-8 with U+FFFD.
+    # (The timeout note is in both; notes about a dead worker or a lost session only in the strings.)
+    stdout_bytes: bytes = b""
+    stderr_bytes: bytes = b""
 
     def to_result(self) -> CodeExecResult:
         return CodeExecResult(self.stdout, stderr_with_notes(self), self.exit_code, self.timed_out,

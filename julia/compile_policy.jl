@@ -1,0 +1,297 @@
+# The compile policy: how the user's code runs (JULIAPOOL_COMPILE_POLICY, the pool's `compile_policy`).
+# Included by compilation.jl. Figures: README.md ("Compile policies"), benchmarks/bench_programs.py.
+#
+# Real programs spend most of a pooled call compiling code they run once: a top-level loop that
+# prints ten lines (3 to 20 ms to compile), a comprehension (Base's `collect` for a new closure
+# type, ~25 ms), small helper functions. Julia's interpreter runs such code at once; compiled code
+# is 10 to 100x faster once compiled. The policies:
+#
+#   "tiered"       (default) each top-level statement that looks short runs interpreted, as under
+#                  `--compile=min`, Base's code it reaches too; one that looks long (a loop over a
+#                  long range, a `while`, a large number or collection) runs compiled. A user
+#                  function that loops or calls itself is always compiled, and once it runs, the
+#                  rest of its statement is compiled too.
+#   "toplevel"     compile every function, interpret short top-level loops only.
+#   "compiled"     Julia's own choice: everything compiled, top-level loops too (juliapool <= 0.1).
+#   "interpreted"  interpret everything not compiled already (the seed's `--compile=min`).
+#
+# The internals, checked by reading Julia's source for 1.5 and 1.6 (src/toplevel.c, src/gf.c) and
+# for 1.12/master (src/toplevel.c):
+# - jl_toplevel_eval_flex interprets a top-level statement unless its lowered code has a loop and
+#   "defines" nothing, or it has a `foreigncall` (ccall), which is always compiled. A `copyast`
+#   (a quoted expression) counts as a definition on all of them.
+# - jl_compile_method_internal, under compile_enabled == COMPILE_MIN, runs a method in the
+#   interpreter unless jl_code_requires_compiler (a foreigncall in its body) says it cannot be.
+#   The choice is cached per method instance: one first run interpreted stays interpreted in this
+#   process (user functions live in the call's fresh module; Base's are shared, hence "tiered"
+#   switches back to compiling as soon as real work shows up).
+# On a Julia without jl_options.compile_enabled (COMPILE_FIELD === nothing) every policy runs as
+# "toplevel" would, which needs no internals beyond the `copyast` rule.
+
+const POLICIES = ("tiered", "toplevel", "compiled", "interpreted")
+const POLICY = Ref("tiered")
+
+function read_compile_policy()
+    wanted = get(ENV, "JULIAPOOL_COMPILE_POLICY", "tiered")
+    POLICY[] = wanted in POLICIES ? wanted : "tiered"
+end
+
+"Compile the policy's own code now (~0.3 s at start), rather than in the first calls."
+function warm_up_policy()
+    POLICY[] == "tiered" || return
+    code = "f(n) = n < 2 ? n : f(n - 1)\nfor i in 1:2, j in xs; g(i) end\nx = [i for i in 1:10^6]\nsum(1:3)"
+    m = Module(:WarmUp)
+    Core.eval(m, :(xs = [1]))
+    pos = 1
+    while pos <= ncodeunits(code)
+        ex, pos = Meta.parse(code, pos)
+        tiered_statement(m, ex)
+    end
+end
+
+"Run the user's code as the policy says (the caller restores the worker's own compile mode)."
+function include_user_code(mod::Module, code::String, filename::String, soft::Bool)
+    policy = COMPILE_FIELD === nothing && POLICY[] != "compiled" ? "toplevel" : POLICY[]
+    rewrite = policy == "toplevel" ? toplevel_statement : identity
+    mapexpr = soft ? (rewrite === identity ? REPL.softscope : ex -> REPL.softscope(rewrite(ex))) : rewrite
+    if policy == "tiered"
+        mapexpr = ex -> (soft ? REPL.softscope : identity)(tiered_statement(mod, ex))
+    end
+    run() = include_string(mapexpr, mod, code, filename)
+    policy == "compiled" || policy == "toplevel" && return compiled(run)
+    return with_compile_mode(run, policy == "interpreted" ? COMPILE_MIN : COMPILE_ON)
+end
+
+# Called by the marks at the start of a statement (the mode then holds for what the statement runs).
+interpret_from_here() = (unsafe_store!(compile_mode_ptr(), COMPILE_MIN); nothing)
+compile_from_here() = (unsafe_store!(compile_mode_ptr(), COMPILE_ON); nothing)
+
+function with_compile_mode(f, mode::Int8)
+    ptr = compile_mode_ptr()
+    before = unsafe_load(ptr)
+    unsafe_store!(ptr, mode)
+    try
+        return f()
+    finally
+        unsafe_store!(ptr, before)
+    end
+end
+
+# ---- marks put into the user's code ---------------------------------------------------------
+
+# Evaluated for its effect on Julia's choice only: `Core.typeof(:(begin end))` lowers to a
+# `copyast` statement (a bare quote would be dropped by lowering as unused), so the statement
+# that holds it is interpreted.
+const INTERPRET_MARK = Expr(:call, GlobalRef(Core, :typeof), Expr(:quote, Expr(:block)))
+
+"""`compile_enabled == ON || memset(&compile_enabled, ON, 1)`: a foreigncall, so the code that holds
+it is compiled even under COMPILE_MIN, and once it runs, what runs after it is compiled too."""
+function tier_up_mark()
+    ptr = compile_mode_ptr()
+    return Expr(:||, Expr(:call, GlobalRef(Core, :(===)), Expr(:call, GlobalRef(Base, :unsafe_load), ptr), COMPILE_ON),
+                Expr(:call, :ccall, QuoteNode(:memset), Ptr{Cvoid}, Expr(:tuple, Ptr{Cvoid}, Cint, Csize_t),
+                     ptr, Cint(COMPILE_ON), Csize_t(1)))
+end
+
+# ---- which statements and functions get which mark ------------------------------------------
+
+# Forms that must stay top-level forms, or hold no loop that the statement itself runs.
+const KEEP_AS_IS = (:module, :using, :import, :export, :error, :incomplete, :const, :global,
+                    :struct, :abstract, :primitive, :macro, :macrocall, :thunk, :meta)
+# Code under these heads is not run by the statement itself (function bodies, quoted code).
+const NOT_RUN_HERE = (:function, :->, :quote, :macro, :module, :struct, :macrocall, :inert)
+
+"toplevel: interpret a top-level statement with a short loop; leave the rest to Julia."
+function toplevel_statement(@nospecialize(ex))
+    ex isa Expr || return ex
+    ex.head === :toplevel && return Expr(:toplevel, Any[toplevel_statement(a) for a in ex.args]...)
+    (ex.head in KEEP_AS_IS || loop_cost(ex) == 0) && return ex
+    return short_loop(ex) ? Expr(:block, INTERPRET_MARK, ex) : ex
+end
+
+"""tiered: mark the statement to run interpreted, or compiled if it looks long; mark hot functions."""
+function tiered_statement(mod::Module, @nospecialize(ex))
+    ex isa Expr || return ex
+    ex.head === :toplevel && return Expr(:toplevel, Any[tiered_statement(mod, a) for a in ex.args]...)
+    ex = mark_hot_functions(ex)
+    (ex.head in KEEP_AS_IS || is_method_definition(ex)) && return ex
+    if loop_cost(ex, mod) > LOOP_BUDGET
+        return Expr(:block, tier_up_mark(), ex)     # compiled, though the last statement interpreted
+    elseif big_data(ex, mod) || reduces(ex)
+        return Expr(:block, Expr(:call, GlobalRef(@__MODULE__, :compile_from_here)), ex)
+    end
+    return Expr(:block, INTERPRET_MARK, Expr(:call, GlobalRef(@__MODULE__, :interpret_from_here)), ex)
+end
+
+"Put the tier-up mark first in the body of every function defined here that loops or recurses."
+function mark_hot_functions(@nospecialize(ex))
+    ex isa Expr || return ex
+    if is_method_definition(ex)
+        name, body = function_name(ex.args[1]), ex.args[2]
+        if body isa Expr && (loop_cost(body) > 0 || (name !== nothing && calls(body, name)) || reduces(body))
+            return Expr(ex.head, ex.args[1], Expr(:block, tier_up_mark(), body))
+        end
+        return ex
+    end
+    if ex.head === :macrocall && ex.args[1] == GlobalRef(Core, Symbol("@doc")) && length(ex.args) == 4
+        return Expr(:macrocall, ex.args[1:3]..., mark_hot_functions(ex.args[4]))   # "doc" f(x) = ...
+    end
+    ex.head in NOT_RUN_HERE && return ex
+    return Expr(ex.head, Any[mark_hot_functions(a) for a in ex.args]...)
+end
+
+is_method_definition(@nospecialize(ex)) = ex isa Expr && length(ex.args) == 2 &&
+    (ex.head === :function || (ex.head === :(=) && function_name(ex.args[1]) !== nothing))
+
+"The name `f` of a signature `f(x)`, `f(x) where T`, `f(x)::T`, `M.f(x)`; nothing if it is none."
+function function_name(@nospecialize(sig))
+    sig isa Expr || return nothing
+    sig.head in (:where, :(::)) && return function_name(sig.args[1])
+    sig.head === :call || return nothing
+    f = sig.args[1]
+    f isa Symbol && return f
+    f isa Expr && f.head === :. && f.args[end] isa QuoteNode && return f.args[end].value
+    return nothing
+end
+
+function calls(@nospecialize(ex), name::Symbol)::Bool
+    ex isa Expr || return false
+    ex.head === :call && ex.args[1] === name && return true
+    for a in ex.args
+        calls(a, name) && return true
+    end
+    return false
+end
+
+# Reductions whose compiled code adds floating-point numbers in another order than the interpreter
+# does (`@simd` in Base.mapreduce_impl; corpus program 0215 prints another last digit): code that
+# calls one is compiled, so that it prints what `julia -e` prints.
+const REDUCTIONS = (:sum, :prod, :mapreduce, :reduce, :mean, :dot, :norm, :var, :std, :cumsum)
+
+function reduces(@nospecialize(ex))::Bool
+    (ex isa Expr && !(ex.head in NOT_RUN_HERE)) || return false
+    ex.head === :call && (ex.args[1] in REDUCTIONS || dotted_name(ex.args[1]) in REDUCTIONS) && return true
+    for a in ex.args
+        reduces(a) && return true
+    end
+    return false
+end
+
+dotted_name(@nospecialize(f)) = f isa Expr && f.head === :. && f.args[end] isa QuoteNode ? f.args[end].value : nothing
+
+# ---- how long a top-level statement runs ---------------------------------------------------
+
+# A loop runs about 12x slower interpreted than compiled (on 1.5: 10^6 iterations of
+# `global t += sqrt(i)`, 0.52 s against 0.04 s); Base's code interpreted, e.g. `sum(f, 1:10^6)`
+# with a new closure, 100 to 400x slower. Compiling costs 3 to 30 ms once, so interpreting pays up
+# to some 10^4 statement runs. What a statement will run is guessed from its text and from the
+# values of the globals it names (earlier statements have run when it is looked at): a `for` over
+# `a:b` counts its length (literal arithmetic and integer globals allowed), over a global
+# collection that collection's length, over anything else SHORT_GUESS iterations; a `while` is
+# taken to be long; generators and comprehensions count as loops; nested loops multiply. A
+# statement that names a number or a collection of BIG_DATA or more runs compiled too.
+const LOOP_BUDGET = 20_000        # statements (Expr nodes) times iterations, interpreted at most
+const SHORT_GUESS = 100
+const BIG_DATA = 5_000
+
+short_loop(ex) = loop_cost(ex) <= LOOP_BUDGET
+
+"Statement runs of `ex` if interpreted, 0 if it has no loop (`typemax(Int)`: too long to guess)."
+function loop_cost(@nospecialize(ex), mod::Union{Module,Nothing} = nothing)::Int
+    looping = false
+    cost(@nospecialize(ex)) = begin
+        ex isa Expr || return 0
+        ex.head in NOT_RUN_HERE && return 1
+        ex.head === :while && (looping = true; return typemax(Int))
+        # `for spec; body; end`, and `body for spec...` (a generator: Base loops over it)
+        specs = ex.head === :for ? ex.args[1:1] : ex.head === :generator ? ex.args[2:end] : ()
+        inner = 1
+        for a in (ex.head === :for ? ex.args[2:end] : ex.head === :generator ? ex.args[1:1] : ex.args)
+            inner = sat_add(inner, cost(a))
+        end
+        isempty(specs) && return inner
+        looping = true
+        for spec in specs
+            inner = sat_mul(inner, iterations(spec, mod))
+        end
+        return inner
+    end
+    c = cost(ex)
+    return looping ? c : 0
+end
+
+sat_add(a::Int, b::Int) = a > typemax(Int) - b ? typemax(Int) : a + b
+sat_mul(a::Int, b::Int) = b != 0 && a > typemax(Int) ÷ b ? typemax(Int) : a * b
+
+"How often a `for` head (`i = a:b`, `x = xs`, or several of them in a block) iterates."
+function iterations(@nospecialize(spec), mod)::Int
+    if spec isa Expr && spec.head === :block
+        n = 1
+        for s in spec.args
+            s isa LineNumberNode || (n = sat_mul(n, iterations(s, mod)))
+        end
+        return n
+    end
+    spec isa Expr && spec.head === :filter && return iterations(spec.args[end], mod)
+    (spec isa Expr && length(spec.args) == 2) || return SHORT_GUESS
+    r = spec.args[2]
+    if r isa Expr && r.head === :call && r.args[1] === :(:) && length(r.args) in (3, 4)
+        b = Any[literal_int(x, mod) for x in r.args[2:end]]
+        any(x -> x === nothing, b) && return SHORT_GUESS
+        return try Int(min(length(length(b) == 2 ? (b[1]:b[2]) : (b[1]:b[2]:b[3])), typemax(Int))) catch; typemax(Int) end
+    end
+    n = data_size(global_value(r, mod))
+    return n === nothing ? SHORT_GUESS : n
+end
+
+const LITERAL_OPS = Dict{Symbol,Function}(:+ => +, :- => -, :* => *, :^ => ^, :÷ => div)
+
+"The value of an integer literal, an integer global, or arithmetic of them such as `10^6`; else nothing."
+function literal_int(@nospecialize(x), mod)
+    x isa Integer && return x
+    v = global_value(x, mod)
+    v isa Integer && return v
+    (x isa Expr && x.head === :call && haskey(LITERAL_OPS, x.args[1]) && length(x.args) >= 2) || return nothing
+    args = Any[literal_int(a, mod) for a in x.args[2:end]]
+    any(a -> a === nothing, args) && return nothing
+    return try LITERAL_OPS[x.args[1]](map(Int128, args)...) catch; nothing end
+end
+
+"""The value of global `x` in `mod` if it is already bound there; nothing otherwise. Only bindings
+resolved already are looked at: resolving one would change what the user's code may do with the
+name (extend a Base function of that name, or not). Base.isbindingresolved: Julia 1.5 to 1.11;
+where it is missing, globals are not looked at."""
+function global_value(@nospecialize(x), mod)
+    (x isa Symbol && mod isa Module && isdefined(Base, :isbindingresolved)) || return nothing
+    try
+        Base.isbindingresolved(mod, x) && isdefined(mod, x) || return nothing
+        return getfield(mod, x)
+    catch
+        return nothing
+    end
+end
+
+"A number of elements or bytes, for what may be large; nothing for anything else."
+function data_size(@nospecialize(v))
+    v isa Union{AbstractArray,AbstractDict,AbstractSet,AbstractRange} && return length(v)
+    v isa AbstractString && return ncodeunits(v)
+    return nothing
+end
+
+"Does `ex` name a large number (literal or global) or a large global collection?"
+function big_data(@nospecialize(ex), mod)::Bool
+    ex isa Integer && return abs(ex) >= BIG_DATA
+    ex isa Symbol || ex isa Expr || return false
+    if ex isa Symbol
+        v = global_value(ex, mod)
+        n = v isa Integer ? abs(v) : data_size(v)
+        return n !== nothing && n >= BIG_DATA
+    end
+    ex.head in NOT_RUN_HERE && return false
+    n = literal_int(ex, mod)
+    n !== nothing && abs(n) >= BIG_DATA && return true
+    for a in ex.args
+        big_data(a, mod) && return true
+    end
+    return false
+end

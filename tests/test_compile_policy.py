@@ -1,0 +1,78 @@
+"""The compile policy (julia/compile_policy.jl): every policy prints what `julia -e` prints for the
+same code, and each one compiles or interprets what it says it does (user code can read Julia's
+compile mode: `Base.JLOptions().compile_enabled` is 1 when compiling, 3 under `--compile=min`)."""
+
+from __future__ import annotations
+
+import pytest
+
+from juliapool import JuliaExecutor, JuliaProcessPool
+from juliapool.pool import COMPILE_POLICIES
+
+MODE = "print(Base.JLOptions().compile_enabled)"
+HOT = "function hot(n)\n    s = 0\n    for i in 1:n\n        s += i\n    end\n    return (s, Base.JLOptions().compile_enabled)\nend\n"
+
+# (name, code): each policy must print the same as spawn mode.
+SNIPPETS = [
+    ("short loop", "for k in 1:5\n    println(k)\nend"),
+    ("long loop", "t = 0.0\nfor i in 1:10^5\n    global t += sqrt(i)\nend\nprintln(t)"),
+    ("soft scope", "s = 0\nfor k in 1:3\n    s += k\nend\nprintln(s)"),
+    ("while", "x = 0\nwhile x < 1000\n    global x += 7\nend\nprintln(x)"),
+    ("comprehension", "x = [i^2 for i in 1:10]\nprintln(sum(x), x[end])"),
+    ("closure over big range", "println(sum(x -> x % 7, 1:10^6))"),
+    ("recursion", "fib(n) = n < 2 ? n : fib(n - 1) + fib(n - 2)\nprintln(fib(20))"),
+    ("documented function", '"doc"\nfunction d(n)\n    s = 0\n    for i in 1:n\n        s += i\n    end\n    s\nend\nprintln(d(10^6))'),
+    ("one line", "a = 2; for i in 1:3; global a *= i; end; println(a)"),
+    ("error in loop", "for i in 1:3\n    i == 2 && error(\"at $i\")\n    println(i)\nend"),
+    ("global from earlier statement", "n = 10^5\nv = collect(1:n)\nprintln(sum(x -> x^2, v))"),
+    ("value", "x = 1:3\ncollect(x)"),
+]
+
+
+@pytest.fixture(scope="module")
+def policy_pools():
+    pools = {p: JuliaProcessPool(size=1, compile_policy=p) for p in COMPILE_POLICIES}
+    yield pools
+    for pool in pools.values():
+        pool.shutdown()
+
+
+@pytest.fixture(scope="module")
+def expected():
+    spawn = JuliaExecutor(timeout=60)
+    return {name: spawn.run(code) for name, code in SNIPPETS}
+
+
+def test_unknown_policy_is_refused():
+    with pytest.raises(ValueError, match="compile_policy must be one of tiered, toplevel, compiled, interpreted"):
+        JuliaProcessPool(size=1, compile_policy="fast")
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("policy", COMPILE_POLICIES)
+def test_every_policy_prints_what_julia_prints(policy_pools, expected, policy):
+    for name, code in SNIPPETS:
+        got, want = policy_pools[policy].execute(code), expected[name]
+        assert (got.stdout, got.exit_code) == (want.stdout, want.exit_code), (policy, name, got.stderr)
+        if want.exit_code:
+            assert got.stderr.splitlines()[0] == want.stderr.splitlines()[0], (policy, name)
+
+
+@pytest.mark.timeout(120)
+def test_tiered_interprets_short_statements_and_compiles_hot_code(policy_pools):
+    pool = policy_pools["tiered"]
+    assert pool.execute(MODE).stdout == "3"  # a short statement: interpreted
+    assert pool.execute(f"for i in 1:3; end\n{MODE}").stdout == "3"
+    assert pool.execute(f"begin\n    for i in 1:10^6; end\n    {MODE}\nend").stdout == "1"  # a long loop: compiled
+    assert pool.execute(f"for i in 1:10^6; end\n{MODE}").stdout == "3"  # the next statement is short again
+    assert pool.execute(HOT + "println(hot(10))").stdout == "(55, 1)\n"  # a function with a loop: compiled
+    with pool.session() as session:  # the worker's own mode is back after each call
+        assert session.execute("for i in 1:10^6; end").exit_code == 0
+        assert session.execute(MODE).stdout == "3"
+
+
+@pytest.mark.timeout(120)
+def test_compiled_and_interpreted_policies(policy_pools):
+    assert policy_pools["compiled"].execute(MODE).stdout == "1"
+    assert policy_pools["toplevel"].execute(MODE).stdout == "1"
+    assert policy_pools["interpreted"].execute(HOT + "println(hot(10))").stdout == "(55, 3)\n"
