@@ -6,12 +6,12 @@ from .errors import (JuliaNotFoundError, JuliaPoolError, PoolBusyError, PoolShut
                      WorkerStartError)
 from .executor import JuliaExecutor
 from .pool import JuliaProcessPool
-from .result import CodeExecResult, ExecReply
+from .result import CodeExecResult, DisplayEvent, ExecReply
 from .session import Session
 
 __version__ = "0.1.0"
 __all__ = [
-    "CodeExecResult", "ExecReply", "JuliaExecutor", "JuliaProcessPool", "Session",
+    "CodeExecResult", "DisplayEvent", "ExecReply", "JuliaExecutor", "JuliaProcessPool", "Session",
     "JuliaPoolError", "JuliaNotFoundError", "WorkerStartError", "WorkerDiedError", "PoolShutDownError",
     "PoolBusyError",
 ]

@@ -17,7 +17,7 @@ from typing import Callable, Deque, Dict, List, Optional, Tuple, Union
 
 from . import protocol
 from .protocol import END_SEQ, Frame, MarkerScanner
-from .result import TIMEOUT_EXIT_CODE, ExecReply
+from .result import TIMEOUT_EXIT_CODE, DisplayEvent, ExecReply
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,9 @@ class Execution:
             self.done = frame
         elif frame.kind == "M":
             self.displays.append((frame.fields[0], protocol.bundle_from_fields(frame.fields[1:])))
+            self._pass_on()
+        elif frame.kind == "U":
+            self.displays.append((frame.fields[0], display_event(frame)))
             self._pass_on()
         elif frame.kind == "N":
             prompt, password = frame.text(0), frame.text(1) == "1"
@@ -222,3 +225,12 @@ class Execution:
         rep.status = "error"
         rep.exit_code = TIMEOUT_EXIT_CODE
         rep.ename, rep.evalue = "TimeoutError", self._timeout_note()
+
+
+def display_event(frame: Frame) -> DisplayEvent:
+    """A `U` frame (PROTOCOL.md): seq, action, argument, (mime, data)*."""
+    action, arg = frame.text(1), frame.text(2)
+    bundle = protocol.bundle_from_fields(frame.fields[3:])
+    if action == "clear":
+        return DisplayEvent("clear", {}, wait=arg == "1")
+    return DisplayEvent(action, bundle, display_id=arg)

@@ -50,10 +50,11 @@ class Session:
     def run(self, code: str, *, timeout: Optional[float] = None, filename: str = "none",
             soft_scope: bool = True, want_result: bool = True, allow_input: bool = False, kernel: bool = True,
             on_output: Optional[OutputCallback] = None, on_display: Optional[DisplayCallback] = None,
-            on_input: Optional[InputCallback] = None) -> ExecReply:
+            on_input: Optional[InputCallback] = None, history: Optional[int] = None) -> ExecReply:
         """Run a cell. With `kernel=True` (notebook semantics): REPL soft scope, special cells
         (`?help`, `;shell`, `]pkg`), `display` to `on_display`, the last value's MIME bundle in
-        `result`, stdin through `on_input`. With `kernel=False`: `julia -e` semantics, like `execute`."""
+        `result`, stdin through `on_input`; with `history` (the cell's number, 0 for none), `ans` is set
+        and `In[n]` / `Out[n]` kept, as in IJulia. With `kernel=False`: `julia -e` semantics, like `execute`."""
         if kernel:
             flags = "k" + ("s" if soft_scope else "") + ("r" if want_result else "") + ("i" if allow_input else "")
         else:
@@ -65,7 +66,8 @@ class Session:
                 try:
                     reply = worker.execute(code, module=self.module, filename=filename, flags=flags,
                                            timeout=self.pool._timeout(timeout), grace=self.pool.interrupt_grace,
-                                           on_output=on_output, on_display=on_display, on_input=on_input)
+                                           on_output=on_output, on_display=on_display, on_input=on_input,
+                                           history="" if history is None or not kernel else str(history))
                     return self._annotate(self.pool.count(reply))
                 except WorkerDiedError as e:  # died while idle, before it read the code
                     self._lost = f"the session's worker died while idle ({e})"

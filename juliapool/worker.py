@@ -319,7 +319,7 @@ class Worker:
     # ---- requests --------------------------------------------------------------------------
 
     def execute(self, code: str, *, module: str = "", filename: str = "none", flags: str = "p",
-                timeout: Optional[float] = None, grace: float = 2.0,
+                timeout: Optional[float] = None, grace: float = 2.0, history: str = "",
                 on_output: Optional[OutputCallback] = None, on_display: Optional[DisplayCallback] = None,
                 on_input: Optional[InputCallback] = None) -> ExecReply:
         """Run `code` (PROTOCOL.md `E` request) and return when it is done, dead or timed out."""
@@ -331,7 +331,7 @@ class Worker:
                 self._running = run
             try:
                 try:
-                    self._send("E", rid, [module, code, run.nonce, filename, flags])
+                    self._send("E", rid, [module, code, run.nonce, filename, flags] + ([history] if history else []))
                 except OSError as e:  # it died before it could read the code: nothing ran
                     raise WorkerDiedError(describe_exit(self._reap())) from e
                 try:
@@ -461,6 +461,10 @@ class Worker:
                             if frame.id == rid and frame.kind == "R":
                                 return frame
                     elif key.data in STREAMS:
-                        self._read(key.fd)  # completion code may print: it belongs to nobody
+                        # Completion code may print: it belongs to nobody. The worker logs its own
+                        # errors in a request to stderr (it answers with an empty result): keep those.
+                        data = self._read(key.fd)
+                        if data and key.data == "stderr":
+                            log.warning("%s: %s", self.name, data.decode("utf-8", errors="replace").rstrip())
                     elif key.data == "exit":
                         raise WorkerDiedError(describe_exit(self.proc.wait() if self.proc else None))

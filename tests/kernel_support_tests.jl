@@ -9,6 +9,8 @@ emit_display(bundle::Vector{Pair{String,String}}) = push!(DISPLAYED, bundle)
 const COMPILE_MIN = Int8(3)
 with_compile(f, mode::Int8) = f()          # the worker switches Julia's compiler here
 display_bundle(x) = mime_bundle(x)
+const ACTIVE_MODULE = Ref{Module}(Main)
+include(joinpath(@__DIR__, "..", "julia", "compat.jl"))
 include(joinpath(@__DIR__, "..", "julia", "kernel_support.jl"))
 end
 W = JuliaPoolWorker
