@@ -29,10 +29,14 @@ them one by one.
 function cell_mapexpr(mod::Module, soft::Bool, filename::String)::Function
     scope = soft ? REPL.softscope : identity
     needs_split() || return scope
+    last_line = Ref(1)
     return function (ex)
         ex = scope(ex)
+        last_line[] = something(first_line(ex, filename), last_line[])
         (ex isa Expr && ex.head === :toplevel && length(ex.args) > 1) || return ex
-        return Expr(:call, eval_in_turn, mod, QuoteNode(ex), filename)
+        # The call's own frame is marked as the worker's (this file), so backtraces drop it.
+        return Expr(:block, LineNumberNode(@__LINE__, Symbol(@__FILE__)),
+                    Expr(:call, eval_in_turn, mod, QuoteNode(ex), filename, last_line[]))
     end
 end
 
@@ -52,10 +56,23 @@ function needs_split()::Bool
     return needed
 end
 
+# The parser gives `a; b` no line of its own; a line node inside it (a macro call's, a function
+# body's) tells which line of the cell it is on. Without one, the last line seen is as good.
+function first_line(ex, filename::String)::Union{Int,Nothing}
+    if ex isa LineNumberNode
+        return string(ex.file) == filename ? ex.line : nothing
+    elseif ex isa Expr
+        for arg in ex.args
+            line = first_line(arg, filename)
+            line === nothing || return line
+        end
+    end
+    return nothing
+end
+
 # Each statement is evaluated with the cell's file and line, so errors point at `In[n]:line`; the
 # ccall is what Core.eval does (boot.jl), without adding a frame of boot.jl to user backtraces.
-function eval_in_turn(mod::Module, ex::Expr, filename::String)
-    line = caller_line(filename)
+function eval_in_turn(mod::Module, ex::Expr, filename::String, line::Int)
     value = nothing
     for arg in ex.args
         arg isa LineNumberNode && continue
@@ -63,14 +80,6 @@ function eval_in_turn(mod::Module, ex::Expr, filename::String)
         value = ccall(:jl_toplevel_eval_in, Any, (Any, Any), mod, located)
     end
     return value
-end
-
-# The line of the cell that is running: the nearest frame of `filename` on the stack.
-function caller_line(filename::String)::Int
-    for frame in StackTraces.stacktrace()
-        string(frame.file) == filename && return frame.line
-    end
-    return 1
 end
 
 # ---------------------------------------------------------------------------------------------
