@@ -15,6 +15,7 @@ module JuliaPoolWorker
 using REPL, Base64
 
 include("protocol.jl")
+include("compat.jl")
 include("kernel_support.jl")
 
 mutable struct Request
@@ -33,6 +34,8 @@ const ACTIVE_MODULE = Ref{Module}(Main)
 
 include("modules.jl")
 include("compilation.jl")
+include("notebook.jl")
+include("ijulia.jl")
 
 # ---------------------------------------------------------------------------------------------
 # Output markers (PROTOCOL.md): tell Python where a request's output ends on each stream.
@@ -74,6 +77,17 @@ function emit_display(bundle::Vector{Pair{String,String}})
     disable_sigint(() -> send_frame(DISPLAY, req.id, [seq; bundle_fields(bundle)]))
 end
 
+"""Called by IJulia.clear_output and IJulia's display updates: a `U` event (PROTOCOL.md) that keeps
+its place among the printed output, as `emit_display` does."""
+function emit_display_event(action::String, arg::String, bundle::Vector{Pair{String,String}})
+    req = CURRENT[]
+    req === nothing && return
+    req.display_seq += 1
+    seq = string(req.display_seq, base = 16, pad = 8)
+    write_marker(req, seq)
+    disable_sigint(() -> send_frame(DISPLAY_EVENT, req.id, [seq; action; arg; bundle_fields(bundle)]))
+end
+
 "Called when user code reads stdin in a kernel cell that allows it: ask the front end."
 function ask_front_end(prompt::String, password::Bool)::String
     req = CURRENT[]
@@ -107,7 +121,7 @@ end
 unwrap(e) = e isa LoadError ? unwrap(e.error) : e
 
 function error_fields(mod::Module, err, bt)
-    e = unwrap(err)
+    e = as_in_main(unwrap(err), mod)
     io = IOContext(IOBuffer(), :module => mod, :limit => true)
     text = try
         print(io, "ERROR: ")
@@ -125,12 +139,16 @@ function error_fields(mod::Module, err, bt)
     return ["error", string(typeof(e)), evalue, text]
 end
 
-function evaluate(mod::Module, code::String, filename::String, flags::String)
+function evaluate(mod::Module, code::String, filename::String, flags::String, history::String="")
     kernel = FLAG_NOTEBOOK in flags
     try
+        source = code
         code = kernel ? rewrite_cell(code) : code
-        run() = include_user_code(mod, code, filename, FLAG_SOFT_SCOPE in flags)     # compile_policy.jl
-        value = kernel ? with_kernel_io(run, FLAG_ALLOW_INPUT in flags) : run()
+        split = cell_mapexpr(mod, false, filename)      # notebook.jl: `a; b` one statement at a time
+        run() = include_user_code(mod, code, filename, FLAG_SOFT_SCOPE in flags, split)     # compile_policy.jl
+        kernel && prepare_notebook!(mod)
+        value = kernel ? with_kernel_io(() -> with_hooks(run), FLAG_ALLOW_INPUT in flags) : run()
+        kernel && record_cell!(mod, source, value, history, code)
         fields = ["ok", "", "", ""]
         if FLAG_WANT_RESULT in flags && value !== nothing && !REPL.ends_with_semicolon(code)
             append!(fields, bundle_fields(display_bundle(value)))
@@ -190,12 +208,13 @@ end
 
 function handle_exec(frame::Frame)
     key, code, nonce, filename, flags = (field_string(frame, i) for i in 1:5)
+    history = length(frame.fields) >= 6 ? field_string(frame, 6) : ""     # optional (PROTOCOL.md)
     patch_show_once()
     mod = module_for(key)
     req = Request(frame.id, nonce, 0)
     CURRENT[] = req
     ACTIVE_MODULE[] = mod
-    task = Task(() -> evaluate(mod, code, filename, flags))
+    task = Task(() -> evaluate(mod, code, filename, flags, history))
     work_before = pending_work()
     Base.sigatomic_end()        # SIGINT may now arrive: it is meant for this code
     try
@@ -284,7 +303,7 @@ function serve()
         frame === nothing && return      # Python closed the channel: we are done
         Base.sigatomic_begin()
         try
-            handle(frame)
+            handle_guarded(frame)
         catch e
             e isa InterruptException || rethrow()
         finally
@@ -305,7 +324,7 @@ function compile_hot_path()
     P = Base.PipeEndpoint
     for (f, types) in ((serve, ()), (next_request, ()), (read_frame, (P,)), (read_exact, (P, Int)),
                        (decode_body, (Vector{UInt8},)), (field_string, (Frame, Int)), (handle, (Frame,)),
-                       (handle_exec, (Frame,)), (module_for, (String,)), (fresh_module, ()),
+                       (handle_exec, (Frame,)), (handle_guarded, (Frame,)), (module_for, (String,)), (fresh_module, ()),
                        (prepare_spare_module, ()), (patch_show_once, ()), (new_module, (Symbol,)), (set_const, (Module, Symbol, EvalInto)),
                        (set_const, (Module, Symbol, IncludeInto)), (write_marker, (Request, String)),
                        (evaluate, (Module, String, String, String)), (wait_interruptible, (Task,)), (pending_work, ()),

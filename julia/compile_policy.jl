@@ -49,15 +49,17 @@ function warm_up_policy()
     end
 end
 
-"Run the user's code as the policy says (the caller restores the worker's own compile mode)."
-function include_user_code(mod::Module, code::String, filename::String, soft::Bool)
+"Run the user's code as the policy says, `after` applied to each statement last (the caller restores
+the worker's own compile mode)."
+function include_user_code(mod::Module, code::String, filename::String, soft::Bool, after::Function=identity)
     policy = COMPILE_FIELD === nothing && POLICY[] != "compiled" ? "toplevel" : POLICY[]
     rewrite = policy == "toplevel" ? toplevel_statement : identity
     mapexpr = soft ? (rewrite === identity ? REPL.softscope : ex -> REPL.softscope(rewrite(ex))) : rewrite
     if policy == "tiered"
         mapexpr = ex -> (soft ? REPL.softscope : identity)(tiered_statement(mod, ex))
     end
-    run() = include_string(mapexpr, mod, code, filename)
+    outer = after === identity ? mapexpr : ex -> after(mapexpr(ex))
+    run() = include_string(outer, mod, code, filename)
     policy == "compiled" || policy == "toplevel" && return compiled(run)
     return with_compile_mode(run, policy == "interpreted" ? COMPILE_MIN : COMPILE_ON)
 end

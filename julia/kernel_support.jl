@@ -80,7 +80,9 @@ message at once, through the worker's `emit_display(bundle)`.
 """
 struct KernelDisplay <: AbstractDisplay end
 
-Base.displayable(::KernelDisplay, m::MIME) = m == MIME"text/plain"() || string(m) in KERNEL_MIMES
+# Any textual MIME type may be displayed explicitly (`display("text/csv", x)`), as in IJulia.
+Base.displayable(::KernelDisplay, m::MIME) =
+    m == MIME"text/plain"() || string(m) in KERNEL_MIMES || istextmime(m)
 
 function Base.display(::KernelDisplay, x)
     emit_display(display_bundle(x))
@@ -89,14 +91,31 @@ end
 
 # display(d, mime, x): that one representation, plus text/plain as Jupyter's fallback.
 function Base.display(d::KernelDisplay, m::MIME, x)
-    Base.invokelatest(showable, m, x) || throw(MethodError(display, (d, m, x)))
-    bundle = with_compile(COMPILE_MIN) do       # as display_bundle: see there why
+    is_raw_data(m, x) || Base.invokelatest(showable, m, x) || throw(MethodError(display, (d, m, x)))
+    emit_display(mime_display_bundle(m, x))
+    return nothing
+end
+
+"""
+    is_raw_data(mime, x)
+
+IJulia's rule: a string given for a textual MIME type other than text/plain *is* the data
+(`display(MIME("text/html"), "<b>hi</b>")`), as are bytes for a binary one (`image/png`).
+"""
+is_raw_data(m::MIME, x) =
+    istextmime(m) ? (x isa AbstractString && m != MIME"text/plain"()) : x isa AbstractVector{UInt8}
+
+function mime_display_bundle(m::MIME, x)::Vector{Pair{String,String}}
+    if is_raw_data(m, x)
+        data = istextmime(m) ? String(x) : base64encode(x)
+        # A textual representation is its own best plain-text fallback (IJulia sends it too).
+        return Pair{String,String}["text/plain" => (istextmime(m) ? data : plain_text(x)), string(m) => data]
+    end
+    return with_compile(COMPILE_MIN) do       # as display_bundle: see there why
         b = Pair{String,String}["text/plain" => plain_text(x)]
         m == MIME"text/plain"() || push!(b, string(m) => render_mime(m, x))
         b
     end
-    emit_display(bundle)
-    return nothing
 end
 
 Base.display(d::KernelDisplay, m::AbstractString, x) = display(d, MIME(m), x)
@@ -117,7 +136,7 @@ function complete(mod::Module, code::String, cursor::Int)::Tuple{Int,Int,Vector{
     comps, range, should_complete = REPL.REPLCompletions.completions(code, pos, mod)
     # should_complete is false for method signature lists (`f(` then TAB): nothing to insert.
     should_complete || return (cursor, cursor, String[])
-    matches = unique!(String[REPL.REPLCompletions.completion_text(c) for c in comps])
+    matches = unique!(String[completion_string(c) for c in comps])
     (isempty(matches) || isempty(range)) && return (cursor, cursor, matches)
     return (first(range) - 1, cursor, matches)
 end
@@ -132,7 +151,7 @@ function inspect(mod::Module, code::String, cursor::Int, detail::Int)::Vector{Pa
     name = name_at(code, clamp(cursor, 0, ncodeunits(code)))
     isempty(name) && return Pair{String,String}[]
     doc = try
-        Core.eval(mod, help_expr(mod, devnull, name))
+        eval_help(mod, devnull, name)
     catch
         return Pair{String,String}[]
     end
@@ -199,6 +218,12 @@ function name_around(code::String, cursor::Int)::String
     return String(name)
 end
 
+# The help expression runs in a `let`: from 1.11 on it starts with `docs = ...` (REPL.helpmode in
+# stdlib/REPL/src/docview.jl at v1.11.7 and v1.12.5), which at top level would assign the user's
+# own `docs` (or fail where `docs` is a constant or a function). In a `let` it is a local.
+eval_help(mod::Module, io::IO, name::AbstractString) =
+    Core.eval(mod, Expr(:let, Expr(:block), help_expr(mod, io, name)))
+
 # REPL.helpmode gained a module argument in later Julia versions; use it where it exists.
 function help_expr(mod::Module, io::IO, name::AbstractString)
     if applicable(REPL.helpmode, io, name, mod)
@@ -264,7 +289,7 @@ end
 
 # `?name`: the REPL's help mode; its "search:" line goes to stdout, the doc is the value.
 function help_cell(mod::Module, name::String)
-    return Core.eval(mod, help_expr(mod, stdout, name))
+    return eval_help(mod, stdout, name)
 end
 
 # `;cmd`: run through `sh -c` so pipes and globs work; output goes to the worker's real fds.
@@ -358,8 +383,10 @@ function Base.prompt(input::KernelStdin, output::IO, message::AbstractString;
     return isempty(answer) ? String(default) : String(answer)
 end
 
-function Base.getpass(input::KernelStdin, output::IO, message::AbstractString)
-    ask_line!(input, string(message, ": "), true) || return Base.SecretBuffer()
+# 1.12 passes `with_suffix` (base/util.jl at v1.12.5: getpass(prompt; with_suffix=true) calls
+# getpass(stdin, stdout, prompt; with_suffix)); earlier versions never pass it.
+function Base.getpass(input::KernelStdin, output::IO, message::AbstractString; with_suffix::Bool=true)
+    ask_line!(input, with_suffix ? string(message, ": ") : String(message), true) || return Base.SecretBuffer()
     answer = chomp(readline(input.buf))
     return Base.SecretBuffer!(Vector{UInt8}(codeunits(answer)))
 end

@@ -12,12 +12,15 @@ end
 (i::IncludeInto)(path::AbstractString) = Base.include(i.m, path)
 (i::IncludeInto)(mapexpr::Function, path::AbstractString) = Base.include(mapexpr, i.m, path)
 
+# jl_set_const is 3x faster than eval; where it is unfit (1.12, see compat.jl) or forced, a const
+# declaration is evaluated.
 function set_const(m::Module, name::Symbol, value)
-    try
-        ccall(:jl_set_const, Cvoid, (Any, Any, Any), m, name, value)   # 3x faster than eval
-    catch
-        Core.eval(m, Expr(:const, Expr(:(=), name, value)))
+    if BINDING_PARTITIONS || compat_forced("set_const")
+        Core.eval(m, Expr(:const, Expr(:(=), name, QuoteNode(value))))
+    else
+        ccall(:jl_set_const, Cvoid, (Any, Any, Any), m, name, value)
     end
+    return nothing
 end
 
 "A module that behaves like Main for user code: it has `eval` and `include` of its own."
@@ -73,17 +76,23 @@ end
 
 # Types defined by user code live in its module, not in Main, so Julia would print them with a
 # module prefix (`Main.Snippet.Point(1, 2)`) where `julia -e` prints `Point(1, 2)`. Julia decides
-# that in one place; teach it that the running module counts as Main. Best effort, per version.
+# that in one place (compat.jl says where, per version); teach it that the running module counts as Main.
+"""
+    patch_show()
+
+Make types defined by user code print as in Main (`Point(1, 2)`, not `Main.Snippet.Point(1, 2)`).
+Where `Base.active_module()` decides (1.9 to 1.11.0), it answers the running module; where that
+does not work (1.5 to 1.8, 1.11.1 and later) `Base.isvisible` is replaced by
+`visible_as_main`. Checked with a probe; if neither works, types print with their prefix.
+"""
 function patch_show()
     if isdefined(Base, :active_module) && hasmethod(Base.active_module, Tuple{})
-        @eval Base active_module() = $ACTIVE_MODULE[]                          # Julia >= 1.9
-    elseif VERSION < v"1.9" && hasmethod(Base.isvisible, Tuple{Symbol,Module,Module})
-        @eval Base function isvisible(sym::Symbol, parent::Module, from::Module)   # Julia 1.5 - 1.8
-            from === Main && parent === $ACTIVE_MODULE[] && return isdefined(parent, sym)
-            owner = ccall(:jl_binding_owner, Any, (Any, Any), parent, sym)
-            from_owner = ccall(:jl_binding_owner, Any, (Any, Any), from, sym)
-            return owner !== nothing && from_owner === owner &&
-                !isdeprecated(parent, sym) && isdefined(from, sym)
-        end
+        @eval Base active_module() = $ACTIVE_MODULE[]
+        shows_as_main() && return
     end
+    if hasmethod(Base.isvisible, Tuple{Symbol,Module,Module})
+        @eval Base isvisible(sym::Symbol, parent::Module, from::Module) = $visible_as_main(sym, parent, from)
+    end
+    shows_as_main() || println(stderr, "juliapool worker: user types will print with a module prefix on this Julia")
+    return
 end

@@ -22,6 +22,7 @@ const QUIT = 'Q'          # exit(0) after flushing
 const HELLO = 'H'         # julia version, pid
 const DONE = 'O'          # status, ename, evalue, traceback, lingering, (mime, data)*
 const DISPLAY = 'M'       # seq, (mime, data)*
+const DISPLAY_EVENT = 'U' # seq, action, argument, (mime, data)*: IJulia's clear_output, display ids
 const INPUT = 'N'         # prompt, password
 const RESULT = 'R'        # the answer to any request but EXEC and QUIT
 

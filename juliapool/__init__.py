@@ -7,7 +7,7 @@ from .errors import (JuliaNotFoundError, JuliaPoolError, PoolBrokenError, PoolBu
                      WorkerDiedError, WorkerStartError)
 from .executor import JuliaExecutor
 from .pool import JuliaProcessPool
-from .result import CodeExecResult, ExecReply
+from .result import CodeExecResult, DisplayEvent, ExecReply
 from .session import Session
 
 try:
@@ -15,7 +15,7 @@ try:
 except _metadata.PackageNotFoundError:  # run from a source tree that was never installed
     __version__ = "0+unknown"
 __all__ = [
-    "CodeExecResult", "ExecReply", "JuliaExecutor", "JuliaProcessPool", "Session",
+    "CodeExecResult", "DisplayEvent", "ExecReply", "JuliaExecutor", "JuliaProcessPool", "Session",
     "JuliaPoolError", "JuliaNotFoundError", "WorkerStartError", "WorkerDiedError", "PoolShutDownError",
     "PoolBusyError", "PoolBrokenError",
 ]

@@ -18,8 +18,8 @@ from typing import Callable, Deque, Dict, List, Optional, Tuple, Union
 from . import protocol
 from .process import STREAMS
 from .protocol import END_SEQ, Done, Frame, MarkerScanner, Reply
-from .result import (EXITED, MEMORY_LIMIT, NOT_INTERRUPTIBLE, STDIO_CLOSED, TIMEOUT_EXIT_CODE, ExecReply, WorkerEnd,
-                     describe_end, truncation_note)
+from .result import (EXITED, MEMORY_LIMIT, NOT_INTERRUPTIBLE, STDIO_CLOSED, TIMEOUT_EXIT_CODE, DisplayEvent, ExecReply,
+                     WorkerEnd, describe_end, truncation_note)
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,9 @@ class Execution:
             self.done = Done.from_frame(frame)
         elif frame.kind == Reply.DISPLAY:
             self.displays.append((frame.fields[0], protocol.bundle_from_fields(frame.fields[1:])))
+            self._pass_on()
+        elif frame.kind == Reply.DISPLAY_EVENT:
+            self.displays.append((frame.fields[0], display_event(frame)))
             self._pass_on()
         elif frame.kind == Reply.INPUT:
             prompt, password = frame.text(0), frame.text(1) == "1"
@@ -283,3 +286,12 @@ class Execution:
         rep.status = "error"
         rep.exit_code = TIMEOUT_EXIT_CODE
         rep.ename, rep.evalue = "TimeoutError", self._timeout_note()
+
+
+def display_event(frame: Frame) -> DisplayEvent:
+    """A `U` frame (PROTOCOL.md): seq, action, argument, (mime, data)*."""
+    action, arg = frame.text(1), frame.text(2)
+    bundle = protocol.bundle_from_fields(frame.fields[3:])
+    if action == "clear":
+        return DisplayEvent("clear", {}, wait=arg == "1")
+    return DisplayEvent(action, bundle, display_id=arg)

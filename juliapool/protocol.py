@@ -20,7 +20,7 @@ PROTOCOL_VERSION = "1"
 class Request(str, Enum):
     """Kinds of frames Python sends (one letter on the wire; Julia's twin: `julia/protocol.jl`)."""
 
-    EXEC = "E"  # module, code, nonce, filename, flags          -> output, DISPLAY*, INPUT*, DONE
+    EXEC = "E"  # module, code, nonce, filename, flags, [history] -> output, DISPLAY*, INPUT*, DONE
     COMPLETE = "C"  # module, code, cursor                      -> RESULT(start, stop, match*)
     INSPECT = "I"  # module, code, cursor, detail               -> RESULT(found, (mime, data)*)
     IS_COMPLETE = "K"  # code                                   -> RESULT(status, indent)
@@ -36,6 +36,7 @@ class Reply(str, Enum):
     HELLO = "H"  # julia version, pid: ready for requests
     DONE = "O"  # status, ename, evalue, traceback, lingering, (mime, data)*: end of an EXEC
     DISPLAY = "M"  # seq, (mime, data)*: display() during an EXEC
+    DISPLAY_EVENT = "U"  # seq, action, argument, (mime, data)*: IJulia's clear_output, display ids
     INPUT = "N"  # prompt, password: the code reads stdin
     RESULT = "R"  # the answer to any other request
 

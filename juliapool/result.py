@@ -55,6 +55,19 @@ class WorkerEnd:
         return self.cause == EXITED and self.returncode is not None and self.returncode >= 0
 
 
+class DisplayEvent(dict):
+    """What `on_display` gets for IJulia's display calls (PROTOCOL.md `U` event), instead of a plain
+    bundle: `kind` is "clear" (IJulia.clear_output; `wait` says whether to wait for the next output),
+    "display" (a display with `display_id`) or "update" (replaces the display `display_id`). The dict
+    itself is the MIME bundle (empty for "clear"), so a callback that only knows bundles still works."""
+
+    def __init__(self, kind: str, bundle: Dict[str, str], display_id: str = "", wait: bool = False) -> None:
+        super().__init__(bundle)
+        self.kind = kind
+        self.display_id = display_id
+        self.wait = wait
+
+
 @dataclass
 class ExecReply:
     """Everything a pooled execution reports (the kernel uses all of it)."""

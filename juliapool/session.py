@@ -77,10 +77,11 @@ class Session:
             soft_scope: bool = True, want_result: bool = True, allow_input: bool = False, kernel: bool = True,
             on_output: Optional[OutputCallback] = None, on_display: Optional[DisplayCallback] = None,
             on_input: Optional[InputCallback] = None, memory_limit_mb: Optional[float] = None,
-            output_limit_bytes: Optional[int] = None) -> ExecReply:
+            output_limit_bytes: Optional[int] = None, history: Optional[int] = None) -> ExecReply:
         """Run a cell. With `kernel=True` (notebook semantics): REPL soft scope, special cells
         (`?help`, `;shell`, `]pkg`), `display` to `on_display`, the last value's MIME bundle in
-        `result`, stdin through `on_input`. With `kernel=False`: `julia -e` semantics, like `execute`."""
+        `result`, stdin through `on_input`; with `history` (the cell's number, 0 for none), `ans` is set
+        and `In[n]` / `Out[n]` kept, as in IJulia. With `kernel=False`: `julia -e` semantics, like `execute`."""
         limits = self.pool.limits(timeout, memory_limit_mb, output_limit_bytes)
         if kernel:
             options = cell_options(soft_scope, want_result, allow_input)
@@ -92,7 +93,8 @@ class Session:
                 self._running = True
                 try:
                     reply = worker.execute(code, module=self.module, filename=filename, options=options, limits=limits,
-                                           on_output=on_output, on_display=on_display, on_input=on_input)
+                                           on_output=on_output, on_display=on_display, on_input=on_input,
+                                           history="" if history is None or not kernel else str(history))
                     return self._annotate(self.pool.count(reply))
                 except WorkerDiedError as e:  # died while idle, before it read the code
                     self._lost = WorkerEnd(worker.poll(), DIED_IDLE)

@@ -104,7 +104,10 @@ class _Answer:
         return KILL if self.late else ""
 
     def on_stream(self, name: str, data: bytes) -> None:
-        pass  # completion code may print: nobody's output
+        # Completion code may print: nobody's output. The worker logs its own errors in a request to
+        # stderr (it answers with an empty result): keep those in our log.
+        if name == STDERR and data:
+            log.warning("%s", data.decode("utf-8", errors="replace").rstrip())
 
     def on_frame(self, frame: Frame) -> Optional[str]:
         if frame.id == self.id and frame.kind == Reply.RESULT:
@@ -284,11 +287,12 @@ class Worker:
     # ---- executing code --------------------------------------------------------------------------
 
     def execute(self, code: str, *, module: str = FRESH_MODULE, filename: str = "none", options: ExecOptions = PLAIN,
-                limits: Limits = NO_LIMITS, on_output: Optional[OutputCallback] = None,
+                limits: Limits = NO_LIMITS, history: str = "", on_output: Optional[OutputCallback] = None,
                 on_display: Optional[DisplayCallback] = None, on_input: Optional[InputCallback] = None) -> ExecReply:
-        """Run `code` (an EXEC request) and return when it is done, dead or timed out."""
+        """Run `code` (an EXEC request) and return when it is done, dead or timed out. `history` (a
+        notebook cell's number, PROTOCOL.md) makes the worker keep `ans`, `In` and `Out`."""
         with self._busy:
-            run = self._begin(code, module, filename, options, limits, on_output, on_display, on_input)
+            run = self._begin(code, module, filename, options, limits, on_output, on_display, on_input, history)
             try:
                 self._serve(run)
             except BaseException:  # e.g. KeyboardInterrupt: the code still runs, so end it
@@ -359,7 +363,7 @@ class Worker:
 
     def _begin(self, code: str, module: str, filename: str, options: ExecOptions, limits: Limits,
                on_output: Optional[OutputCallback], on_display: Optional[DisplayCallback],
-               on_input: Optional[InputCallback]) -> Execution:
+               on_input: Optional[InputCallback], history: str = "") -> Execution:
         """Send the EXEC request; the caller then serves the returned Execution."""
         self._drain_stale_output()
         run = Execution(self._new_id(), new_nonce(), on_output, on_display, on_input,
@@ -367,7 +371,7 @@ class Worker:
                         output_limit=limits.output_bytes, memory_limit=limits.memory_bytes,
                         memory_probe=self.process.rss_bytes)
         try:
-            self._send(Request.EXEC, run.id, [module, code, run.nonce, filename, options.flags()])
+            self._send(Request.EXEC, run.id, [module, code, run.nonce, filename, options.flags()] + ([history] if history else []))
         except OSError as e:  # it died before it could read the code: nothing ran
             raise WorkerDiedError(describe_exit(self.process.reap())) from e
         with self._state_lock:

@@ -9,6 +9,8 @@ emit_display(bundle::Vector{Pair{String,String}}) = push!(DISPLAYED, bundle)
 const COMPILE_MIN = Int8(3)
 with_compile(f, mode::Int8) = f()          # the worker switches Julia's compiler here
 display_bundle(x) = mime_bundle(x)
+const ACTIVE_MODULE = Ref{Module}(Main)
+include(joinpath(@__DIR__, "..", "julia", "compat.jl"))
 include(joinpath(@__DIR__, "..", "julia", "kernel_support.jl"))
 end
 W = JuliaPoolWorker
@@ -97,4 +99,37 @@ end
   @test W.name_at("Base.sin(", 9) == "Base.sin"
   @test W.name_at("x = é(", 7) == "é"; @test W.name_at("x = é(", 99) == "é"
   d = Dict(W.inspect(m, "sin(1, ", 7, 0)); @test occursin("sine", d["text/plain"])
+end
+@testset "IJulia habits and version points (issue 10)" begin
+  # A string given for a textual MIME type is the data; bytes for a binary one.
+  @test W.is_raw_data(MIME("text/html"), "<b>x</b>") && !W.is_raw_data(MIME("text/plain"), "x")
+  @test W.is_raw_data(MIME("image/png"), UInt8[1, 2]) && !W.is_raw_data(MIME("image/png"), "x")
+  @test Dict(W.mime_display_bundle(MIME("text/latex"), "\\frac12")) == Dict("text/plain" => "\\frac12", "text/latex" => "\\frac12")
+  @test Dict(W.mime_display_bundle(MIME("image/png"), UInt8[0x89, 0x50]))["image/png"] == "iVA="
+  pushdisplay(W.KernelDisplay()); n = length(W.DISPLAYED)
+  display("text/csv", "a,b"); popdisplay()
+  @test Dict(W.DISPLAYED[n+1]) == Dict("text/plain" => "a,b", "text/csv" => "a,b")
+  # ?help and Shift-Tab run in a `let`: a user's constant `docs` is neither reassigned nor in the way.
+  h = Module(:HelpUser); Core.eval(h, :(const docs = 3))
+  @test occursin("sine", sprint(show, MIME"text/plain"(), W.eval_help(h, devnull, "sin")))
+  @test Core.eval(h, :docs) == 3 && !isempty(W.inspect(h, "sin", 3, 0))
+  # getpass as Julia 1.12 calls it, with_suffix=false: the prompt as given.
+  asked = Any[]
+  secret = W.with_stdin((p, pw) -> (push!(asked, (p, pw)); "s3")) do
+      Base.getpass(stdin, stdout, "Token> "; with_suffix=false)
+  end
+  @test read(secret, String) == "s3" && asked == [("Token> ", true)]; Base.shred!(secret)
+  # What a completion inserts, through the one helper that knows both APIs.
+  comps, _, _ = W.REPL.REPLCompletions.completions("\\alp", 4, m)
+  @test W.completion_string(comps[1]) == "\\alpha"
+  # UndefVarError names Main where it has a scope (1.11+); unchanged without one (1.5).
+  e = W.as_in_main(UndefVarError(:nope), m)
+  @test e isa UndefVarError && e.var === :nope
+  hasfield(UndefVarError, :scope) && @test getfield(e, :scope) !== m
+  # Our visibility rule: the running module counts as Main; other names must mean the same object.
+  Core.eval(m, :(struct Seen end))
+  W.ACTIVE_MODULE[] = m
+  @test W.visible_as_main(:Seen, m, Main) && W.visible_as_main(:sin, Base, Main)
+  W.ACTIVE_MODULE[] = Main
+  @test !W.visible_as_main(:Seen, m, Main) && !W.visible_as_main(:no_such_name_here, Base, Main)
 end

@@ -21,6 +21,7 @@ PARITY = [
     ("error", 'error("Test error")'),
     ("error in function", 'f() = error("inner")\ng() = f()\ng()'),
     ("argument error", 'println("partial"); throw(ArgumentError("bad"))'),
+    ("load and use a macro on one line", 'using Printf; @printf("%d\\n", 3); x = 1; @printf("%d\\n", x)'),
     ("undefined variable", "println(undefined_thing)"),
     ("syntax error", "x = )"),
     ("exit 3", 'println("bye"); exit(3)'),

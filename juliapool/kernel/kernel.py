@@ -30,7 +30,7 @@ from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple
 from ipykernel.kernelbase import Kernel, kernel_protocol_version
 from jupyter_client.session import Session as WireSession
 
-from juliapool import ExecReply, JuliaPoolError, JuliaProcessPool, Session, __version__
+from juliapool import DisplayEvent, ExecReply, JuliaPoolError, JuliaProcessPool, Session, __version__
 
 from . import start_pool
 from .streams import StreamBatcher
@@ -182,7 +182,10 @@ class JuliaKernel(Kernel):
 
         def on_display(bundle: Dict[str, str]) -> None:
             out.flush()
-            self._send_display(parent, bundle)
+            if isinstance(bundle, DisplayEvent):
+                self._send_display_event(parent, bundle)
+            else:
+                self._send_display(parent, bundle)
 
         def on_input(prompt: str, password: bool) -> str:
             out.flush()
@@ -192,7 +195,8 @@ class JuliaKernel(Kernel):
             self._run_on_session, code, filename=f"In[{self.execution_count}]", soft_scope=True,
             want_result=not silent, allow_input=allow_stdin, output_limit_bytes=self.max_output,
             on_output=None if silent else out.write,
-            on_display=None if silent else on_display, on_input=on_input)
+            on_display=None if silent else on_display, on_input=on_input,
+            history=self.execution_count if store_history and not silent else 0)
         entry = [self.execution_count, code, None]  # history: the result's text/plain once known
         if store_history and not silent:
             self._history.append(entry)
@@ -209,7 +213,11 @@ class JuliaKernel(Kernel):
             self._cell_running.clear()
             out.flush()
         entry[2] = rep.result.get("text/plain") if rep.result else None
-        return self._finish(parent, silent, rep)
+        reply = self._finish(parent, silent, rep)
+        if user_expressions and reply["status"] == "ok":
+            reply["user_expressions"] = await asyncio.get_running_loop().run_in_executor(
+                None, self._user_expressions, user_expressions)
+        return reply
 
     def _run_on_session(self, code: str, **kwargs: Any) -> ExecReply:
         return self._session().run(code, **kwargs)
@@ -249,6 +257,38 @@ class JuliaKernel(Kernel):
         self._wire.send(self.iopub_socket, "display_data",
                         {"data": jsonable_bundle(bundle), "metadata": {}, "transient": {}},
                         parent=parent, ident=self._topic("display_data"))
+
+    def _send_display_event(self, parent: dict, event: DisplayEvent) -> None:
+        """IJulia.clear_output and display updates (PROTOCOL.md `U` events) as Jupyter messages."""
+        if event.kind == "clear":
+            self._wire.send(self.iopub_socket, "clear_output", {"wait": event.wait},
+                            parent=parent, ident=self._topic("clear_output"))
+            return
+        msg_type = "update_display_data" if event.kind == "update" else "display_data"
+        self._wire.send(self.iopub_socket, msg_type,
+                        {"data": jsonable_bundle(event), "metadata": {},
+                         "transient": {"display_id": event.display_id}},
+                        parent=parent, ident=self._topic(msg_type))
+
+    def _user_expressions(self, expressions: Dict[str, str]) -> Dict[str, Any]:
+        """execute_request's user_expressions: each evaluated after the cell, in the notebook's module,
+        to a MIME bundle (`status` "ok") or an error (as IPython answers them). They print nothing,
+        keep no history and read no stdin."""
+        out: Dict[str, Any] = {}
+        for name, code in expressions.items():
+            try:
+                rep = self._session().run(str(code), filename="user_expression", want_result=True,
+                                          allow_input=False)
+            except Exception as e:  # the pool itself failed
+                out[name] = {"status": "error", "ename": type(e).__name__, "evalue": str(e), "traceback": [str(e)]}
+                continue
+            if rep.status == "ok":
+                out[name] = {"status": "ok", "data": jsonable_bundle(rep.result or {"text/plain": "nothing"}),
+                             "metadata": {}}
+            else:
+                out[name] = {"status": "error", "ename": rep.ename or "Error", "evalue": rep.evalue,
+                             "traceback": traceback_lines(rep.traceback, rep.ename, rep.evalue)}
+        return out
 
     # ---- history: this kernel process's cells (front ends' up-arrow); not kept across restarts ----
 

@@ -1,0 +1,202 @@
+# What a notebook cell does beyond running code, as IJulia users know it. Included into the worker
+# module (JuliaPoolWorker.jl) after kernel_support.jl:
+#
+#   cell_mapexpr(mod, soft, filename)    each top-level statement evaluated before the next is expanded
+#   prepare_notebook!(mod)               `IJulia`, `In`, `Out`, `ans` in a notebook's module
+#   with_hooks(f)                        IJulia's pre-/post-execute and post-error hooks around a cell
+#   record_cell!(mod, source, value, history, code)   `ans`, `In[n]`, `Out[n]` after a cell
+#   IJulia                               the module notebooks see: clear_output, display updates, ...
+#   handle_guarded(frame)                no request may end the worker because of the worker's own error
+#
+# Stdlib only, Julia 1.5 syntax; version differences are found by feature detection (compat.jl).
+
+# ---------------------------------------------------------------------------------------------
+# One statement at a time: `using Markdown; md"**hi**"` on one line
+#
+# The REPL and `julia -e` evaluate the statements of `a; b` one after the other, so `b` may use a
+# macro that `a` loads. `include_string` on Julia 1.5 (its C loader, jl_parse_eval_all) expands the
+# whole line first and fails with `UndefVarError: @md_str not defined`; from 1.6 on, include_string
+# is Julia code that hands `Expr(:toplevel, a, b)` to Core.eval, which evaluates a then b (read in
+# base/loading.jl at v1.6.7 ... v1.12.5). Which case applies is found by trying (statements_split).
+
+"""
+    cell_mapexpr(mod, soft, filename) -> Function
+
+The `mapexpr` for `include_string(mapexpr, mod, code, filename)`: REPL soft scope when `soft`, and
+where the running Julia needs it, a line of several statements turned into a call that evaluates
+them one by one.
+"""
+function cell_mapexpr(mod::Module, soft::Bool, filename::String)::Function
+    scope = soft ? REPL.softscope : identity
+    needs_split() || return scope
+    last_line = Ref(1)
+    return function (ex)
+        ex = scope(ex)
+        last_line[] = something(first_line(ex, filename), last_line[])
+        (ex isa Expr && ex.head === :toplevel && length(ex.args) > 1) || return ex
+        # The call's own frame is marked as the worker's (this file), so backtraces drop it.
+        return Expr(:block, LineNumberNode(@__LINE__, Symbol(@__FILE__)),
+                    Expr(:call, eval_in_turn, mod, QuoteNode(ex), filename, last_line[]))
+    end
+end
+
+const SPLIT_NEEDED = Ref{Union{Bool,Nothing}}(nothing)
+
+"Does include_string expand a whole `a; b` line before evaluating `a`? Tried once, in a scratch module."
+function needs_split()::Bool
+    known = SPLIT_NEEDED[]
+    known === nothing || return known
+    needed = try
+        include_string(Module(:JuliaPoolProbe), "macro jp_probe() 1 end; @jp_probe()", "probe")
+        false
+    catch
+        true
+    end
+    SPLIT_NEEDED[] = needed
+    return needed
+end
+
+# The parser gives `a; b` no line of its own; a line node inside it (a macro call's, a function
+# body's) tells which line of the cell it is on. Without one, the last line seen is as good.
+function first_line(ex, filename::String)::Union{Int,Nothing}
+    if ex isa LineNumberNode
+        return string(ex.file) == filename ? ex.line : nothing
+    elseif ex isa Expr
+        for arg in ex.args
+            line = first_line(arg, filename)
+            line === nothing || return line
+        end
+    end
+    return nothing
+end
+
+# Each statement is evaluated with the cell's file and line, so errors point at `In[n]:line`; the
+# ccall is what Core.eval does (boot.jl), without adding a frame of boot.jl to user backtraces.
+function eval_in_turn(mod::Module, ex::Expr, filename::String, line::Int)
+    value = nothing
+    for arg in ex.args
+        arg isa LineNumberNode && continue
+        located = Expr(:toplevel, LineNumberNode(line, Symbol(filename)), arg)
+        value = ccall(:jl_toplevel_eval_in, Any, (Any, Any), mod, located)
+    end
+    return value
+end
+
+# ---------------------------------------------------------------------------------------------
+# The names a notebook module gets: IJulia, In, Out, ans
+
+"""
+    prepare_notebook!(mod)
+
+Give a notebook's module what IJulia gives `Main`: the module `IJulia`, the dictionaries `In`
+(cell number => source) and `Out` (cell number => value) and `ans`. `Main.IJulia` is set too, so
+that `isdefined(Main, :IJulia) && Main.IJulia.inited` says "in a notebook", as packages check it.
+Names the user defined are left alone.
+"""
+function prepare_notebook!(mod::Module)
+    isdefined(mod, :IJulia) && return
+    set_const(mod, :IJulia, IJulia)
+    isdefined(mod, :In) || set_const(mod, :In, Dict{Int,String}())
+    isdefined(mod, :Out) || set_const(mod, :Out, Dict{Int,Any}())
+    isdefined(mod, :ans) || set_global(mod, :ans, nothing)
+    isdefined(Main, :IJulia) || set_const(Main, :IJulia, IJulia)
+    return
+end
+
+"""
+    record_cell!(mod, source, value, history, code)
+
+With `history` given (decimal text, from the kernel; empty: the cell keeps no history, as user
+expressions do), after a cell ran without error `ans` is its value (as in IJulia and the REPL),
+and for a cell number n > 0 `In[n]` is its source and `Out[n]` its value, unless the value is
+`nothing` or hidden by a trailing `;`. Never throws: a user who rebound `In` or `Out` loses that
+bookkeeping, not the cell.
+"""
+function record_cell!(mod::Module, source::String, value, history::String, code::String)
+    isempty(history) && return
+    try
+        set_global(mod, :ans, value)
+        n = parse(Int, history)
+        n > 0 || return
+        inputs = getfield(mod, :In)
+        inputs isa AbstractDict && (inputs[n] = source)
+        outputs = getfield(mod, :Out)
+        if outputs isa AbstractDict && value !== nothing && !REPL.ends_with_semicolon(code)
+            outputs[n] = value
+        end
+    catch e
+        log_worker_error("recording In/Out", e, catch_backtrace())
+    end
+    return
+end
+
+"""
+    with_hooks(f)
+
+Run a cell `f()` between IJulia's hooks: pre-execute hooks before, post-execute hooks after it
+succeeded, post-error hooks after it failed (the error is then rethrown).
+"""
+function with_hooks(f::Function)
+    run_hooks(IJulia.PREEXECUTE_HOOKS)
+    value = try
+        f()
+    catch
+        run_hooks(IJulia.POSTERROR_HOOKS)
+        rethrow()
+    end
+    run_hooks(IJulia.POSTEXECUTE_HOOKS)
+    return value
+end
+
+run_hooks(hooks::Vector{Function}) = foreach(Base.invokelatest, copy(hooks))
+
+# ---------------------------------------------------------------------------------------------
+# Requests that must never end the worker
+
+"""
+    handle_guarded(frame)
+
+`handle(frame)`, except that an error in the worker's own code (completion, inspection,
+is_complete, a display, a help lookup) is logged to the worker's stderr and answered with an empty
+result instead of ending the worker, which would lose the notebook's state.
+"""
+function handle_guarded(frame::Frame)
+    try
+        handle(frame)
+    catch e
+        e isa InterruptException && rethrow()
+        log_worker_error("a $(repr(frame.kind)) request", e, catch_backtrace())
+        answer_failed(frame, e)
+    end
+end
+
+function log_worker_error(what::String, e, bt)
+    try
+        msg = sprint(showerror, e, bt)
+        println(stderr, "juliapool worker: internal error in ", what, " (answered with an empty result): ", msg)
+        flush(stderr)
+    catch
+    end
+end
+
+# The empty answer of each request kind (PROTOCOL.md); an exec request gets an error reply.
+function answer_failed(frame::Frame, e)
+    k = frame.kind
+    if k == 'E'
+        CURRENT[] = nothing
+        ACTIVE_MODULE[] = Main
+        length(frame.fields) >= 3 && write_marker(Request(frame.id, field_string(frame, 3), 0), END_SEQ)
+        evalue = try sprint(showerror, e) catch; string(typeof(e)) end
+        send_frame('O', frame.id, ["error", "JuliaPoolWorkerError", evalue,
+                                   "juliapool worker: internal error: " * evalue * "\n", "0"])
+    elseif k == 'C'
+        cursor = length(frame.fields) >= 3 ? field_string(frame, 3) : "0"
+        reply(frame, [cursor, cursor])
+    elseif k == 'I'
+        reply(frame, ["0"])
+    elseif k == 'K'
+        reply(frame, ["unknown", ""])
+    elseif k != 'Q'
+        reply(frame, String[])
+    end
+end
