@@ -33,6 +33,8 @@ const ACTIVE_MODULE = Ref{Module}(Main)
 
 include("modules.jl")
 include("compilation.jl")
+include("piracy.jl")
+include("process_state.jl")
 
 # ---------------------------------------------------------------------------------------------
 # Output markers (PROTOCOL.md): tell Python where a request's output ends on each stream.
@@ -59,7 +61,9 @@ function write_marker(req::Request, seq::AbstractString)
         try
             fast_write(io, fd, marker)
         catch
-            # user code closed or replaced the stream: Python will time out and replace us
+            # User code closed the stream object; Julia keeps fds 1 and 2 apart from it (it dups
+            # them at start-up), so the marker still reaches Python (the reply says "stdio").
+            ccall(:write, Cssize_t, (Cint, Ptr{UInt8}, Csize_t), fd, marker, length(marker))
         end
     end
 end
@@ -142,8 +146,11 @@ function evaluate(mod::Module, code::String, filename::String, flags::String)
         fields = error_fields(mod, err, catch_backtrace())
         # An interrupt is Python's doing (a timeout or an explicit interrupt): Python reports it.
         if 'p' in flags && !(unwrap(err) isa InterruptException)
-            print(stderr, fields[4])
-            flush(stderr)
+            try
+                print(stderr, fields[4])
+                flush(stderr)
+            catch       # the code closed stderr: the reply says so ("stdio")
+            end
         end
         return fields
     end
@@ -197,8 +204,9 @@ function handle_exec(frame::Frame)
     req = Request(frame.id, nonce, 0)
     CURRENT[] = req
     ACTIVE_MODULE[] = mod
+    fresh = key == "" || 'z' in flags       # a plain call, or a session's reset
     task = Task(() -> evaluate(mod, code, filename, flags))
-    work_before = pending_work()
+    before = capture_state(fresh, key == "")
     Base.sigatomic_end()        # SIGINT may now arrive: it is meant for this code
     try
         schedule(task)
@@ -208,9 +216,9 @@ function handle_exec(frame::Frame)
     end
     fields = istaskfailed(task) ? ["error", "InterruptException", "interrupted", "InterruptException\n"] :
                                   fetch(task)
-    # (An interrupted sleep leaves its timer armed: harmless, and not counted.)
     interrupted = fields[2] == "InterruptException"
-    insert!(fields, 5, !interrupted && pending_work() > work_before ? "1" : "0")
+    insert!(fields, 5, key == "Main" ? "" : settle_state(before, mod, code, fresh, interrupted))
+    key == "Main" && record_baseline()      # preloading and warm-up make the worker's own state
     CURRENT[] = nothing
     ACTIVE_MODULE[] = Main
     write_marker(req, END_SEQ)
@@ -246,7 +254,7 @@ function handle(frame::Frame)
     elseif k == 'P'
         reply(frame, String[])
     elseif k == 'Q'
-        flush(stdout); flush(stderr)
+        try flush(stdout); flush(stderr) catch end     # they may have been closed by user code
         exit(0)
     else
         error("juliapool worker: unknown request kind $(repr(k))")
@@ -304,7 +312,10 @@ function compile_hot_path()
                        (evaluate, (Module, String, String, String)), (wait_interruptible, (Task,)), (pending_work, ()),
                        (encode_frame, (Char, UInt32, Vector{String})), (send_frame, (Char, UInt32, Vector{String})),
                        (fast_write, (P, Int, Vector{UInt8})), (fast_write, (Base.TTY, Int, Vector{UInt8})),
-                       (reply, (Frame, Vector{String})), (compiled, (Function,)), (set_compile, (Int8,)))
+                       (reply, (Frame, Vector{String})), (compiled, (Function,)), (set_compile, (Int8,)),
+                       (capture_state, (Bool, Bool)), (settle_state, (StateBefore, Module, String, Bool, Bool)),
+                       (new_methods_reason, (UInt, Module, String)), (named_functions, (Module, String, Vector{Module})),
+                       (record_baseline, ()), (stdio_reason, ()), (main_changed, (StateBefore,)))
         precompile(f, types) || @debug "precompile failed" f types
     end
 end
@@ -338,6 +349,7 @@ function main(args)
         compile_hot_path()
         warm_up_interrupts()
     end
+    record_baseline()
     send_frame('H', 0, [string(VERSION), string(getpid())])
     serve()
 end

@@ -67,6 +67,7 @@ class Execution:
         self.interrupted_at: Optional[float] = None
         self.callback_error: Optional[BaseException] = None
         self.late_output = False  # the code left a task running (it said so, or printed after the end)
+        self.closed_streams: List[str] = []  # the code closed its stdout or stderr (end of file here)
 
     @property
     def complete(self) -> bool:
@@ -82,6 +83,19 @@ class Execution:
             self.late_output = True  # after the end marker: a background task's output, nobody's
             return
         self.queues[name].extend(self.scanners[name].feed(data))
+        self._pass_on()
+
+    def on_stream_closed(self, name: str) -> None:
+        """End of file on a stream: the code closed it (`close(stdout)`), so no end marker will come."""
+        if self.ended[name]:
+            return
+        self.closed_streams.append(name)
+        self.queues[name].append(self.scanners[name].flush())
+        for item in self.queues[name]:
+            if not isinstance(item, tuple):
+                self._emit(name, item)
+        self.queues[name].clear()
+        self.ended[name] = True
         self._pass_on()
 
     def on_frame(self, frame: Frame) -> Optional[str]:
@@ -178,9 +192,11 @@ class Execution:
         out = {n: b"".join(self.chunks[n]).decode("utf-8", errors="replace") for n in STREAMS}
         rep = ExecReply(stdout=out["stdout"], stderr=out["stderr"])
         if self.done is not None:
-            status, ename, evalue, tb, lingering = self.done.texts()[:5]
+            status, ename, evalue, tb, reason = self.done.texts()[:5]
             rep.status, rep.ename, rep.evalue, rep.traceback = status, ename, evalue, tb
-            self.late_output = self.late_output or lingering == "1"
+            rep.retire_reason = reason or ("task" if self.late_output else "")
+        if self.closed_streams:
+            rep.retire_reason = "stdio"
             rep.result = protocol.bundle_from_fields(self.done.fields[5:])
             rep.exit_code = 0 if status == "ok" else 1
         if self.died:

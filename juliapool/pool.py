@@ -120,6 +120,7 @@ class JuliaProcessPool:
         self._closed = False
         self._seq = 0
         self._counts = {"calls": 0, "errors": 0, "timeouts": 0, "restarts": 0, "recycled": 0}
+        self._retired: Dict[str, int] = {}  # workers retired after a call, by reason ("piracy", ...)
         _live_pools.add(self)
         # With wait=False (the kernel) someone waits for the FIRST worker: start it alone, so that the
         # others do not compete for the CPU with it, nor with the caller's own start-up (a kernel's
@@ -165,12 +166,19 @@ class JuliaProcessPool:
             return Session(self, key if key is not None else f"session-{self._seq}")
 
     def get_stats(self) -> Dict[str, object]:
-        """Counters and worker states, for monitoring (OpenEnv's /pool_status reports them)."""
+        """Counters and worker states, for monitoring (OpenEnv's /pool_status reports them).
+
+        `recycled` counts workers replaced for age or memory or after a call that left state behind;
+        `retired` breaks the latter down by reason. `total_workers`, `healthy_workers`,
+        `available_workers` and `shutdown` are the names OpenEnv's own pool reports."""
         with self._cond:
+            healthy = sum(w.alive for w in self._workers)
             return {"size": self.size, "workers": len(self._workers), "idle": len(self._idle),
                     "busy": len(self._workers) - len(self._idle), "starting": len(self._launching) + self._deferred,
                     "sessions": sum(len(w.sessions) for w in self._workers), **self._counts,
-                    "closed": self._closed}
+                    "retired": dict(self._retired), "closed": self._closed, "timeout": self.timeout,
+                    "total_workers": self.size, "healthy_workers": healthy,
+                    "available_workers": len(self._idle), "shutdown": self._closed}
 
     def count(self, reply: ExecReply) -> ExecReply:
         """Count one finished call (plain or session) in the pool's stats."""
@@ -268,14 +276,20 @@ class JuliaProcessPool:
 
     def checkin(self, worker: Worker, *, served: bool = True) -> None:
         """Return a worker after a call: idle again, or retired (dead, or due for recycling)."""
-        retire = not worker.alive or (not worker.sessions and (worker.dirty or self._due_for_recycling(worker)))
+        # A worker whose stdio the code closed cannot serve even its own sessions; other dirt (piracy,
+        # Main, tasks) retires it once no session's state lives there.
+        retire = not worker.alive or worker.dirty_reason == "stdio" or (
+            not worker.sessions and (worker.dirty or self._due_for_recycling(worker)))
         with self._cond:
             if served:
                 self._start_deferred()
             if worker not in self._workers:  # removed by shutdown meanwhile
                 threading.Thread(target=worker.stop, daemon=True).start()
             elif retire:
-                if worker.alive:
+                if worker.alive and worker.dirty:
+                    log.info("%s: retired after a call (%s)", worker.name, worker.dirty_reason or "task")
+                    self._retired[worker.dirty_reason or "task"] = self._retired.get(worker.dirty_reason or "task", 0) + 1
+                elif worker.alive:
                     log.info("%s: recycled after %d calls", worker.name, worker.calls)
                 self._retire(worker)
             else:
@@ -449,5 +463,6 @@ class JuliaProcessPool:
 
 
 def _fewest_sessions(idle: List[Worker]) -> Optional[Worker]:
-    """Plain calls prefer workers that hold no session state (they may be recycled freely)."""
-    return min(idle, key=lambda w: len(w.sessions), default=None)
+    """Plain calls prefer clean workers that hold no session state (they may be recycled freely); a
+    worker that a session's code left dirty (piracy, Main) serves plain calls only when no other is idle."""
+    return min(idle, key=lambda w: (w.dirty, len(w.sessions)), default=None)

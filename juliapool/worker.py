@@ -56,6 +56,7 @@ class Worker:
         # Set when output arrived outside any request: a task left behind by some earlier code
         # prints on its own, so the pool retires this worker before it can print into a stranger's call.
         self.dirty = False
+        self.dirty_reason = ""  # the first retire reason seen ("task" for output between requests)
         self.cancelled = False
         self.started = threading.Event()  # set by the pool when start() returned or failed
         self._next_id = 0
@@ -287,6 +288,15 @@ class Worker:
         except OSError:  # nothing to read now (non-blocking), or already closed
             return b""
 
+    def _read_or_eof(self, fd: int) -> Optional[bytes]:
+        """Like `_read`, but None at end of file (b"" only when nothing is there yet)."""
+        try:
+            return os.read(fd, READ_SIZE) or None
+        except BlockingIOError:
+            return b""
+        except OSError:
+            return None
+
     def _read_frames(self) -> Optional[List[Frame]]:
         """Frames now readable on the reply pipe; None at end of file (the worker is gone)."""
         try:
@@ -314,7 +324,7 @@ class Worker:
                 data = self._read(key.fd)
                 if key.data in STREAMS and data:
                     log.debug("%s: dropped %d bytes of %s printed between requests", self.name, len(data), key.data)
-                    self.dirty = True
+                    self.dirty, self.dirty_reason = True, self.dirty_reason or "task"
 
     # ---- requests --------------------------------------------------------------------------
 
@@ -346,7 +356,8 @@ class Worker:
                     self._running = None
             self.calls += 1
             reply = run.reply(self.proc.returncode if self.proc else None, self.kill_reason)
-            self.dirty = self.dirty or run.late_output
+            if reply.retire_reason:
+                self.dirty, self.dirty_reason = True, self.dirty_reason or reply.retire_reason
             if run.interrupted_at is not None and not run.saw_interrupt() and self.alive:
                 self._settle_late_interrupt()
             if run.callback_error is not None:
@@ -379,9 +390,12 @@ class Worker:
         """Process one readable fd; True when the worker has ended."""
         what = key.data
         if what in STREAMS:
-            data = self._read(key.fd)
+            data = self._read_or_eof(key.fd)
             if data:
                 run.on_stream(what, data)
+            elif data is None:  # the code closed the stream: its end marker cannot come
+                self._sel.unregister(key.fd)
+                run.on_stream_closed(what)
         elif what == "reply":
             frames = self._read_frames()
             if frames is None:
