@@ -195,10 +195,10 @@ class Execution:
             status, ename, evalue, tb, reason = self.done.texts()[:5]
             rep.status, rep.ename, rep.evalue, rep.traceback = status, ename, evalue, tb
             rep.retire_reason = reason or ("task" if self.late_output else "")
-        if self.closed_streams:
-            rep.retire_reason = "stdio"
             rep.result = protocol.bundle_from_fields(self.done.fields[5:])
             rep.exit_code = 0 if status == "ok" else 1
+        if self.closed_streams:
+            rep.retire_reason = "stdio"
         if self.died:
             self._died(rep, returncode, kill_reason)
         if self.timed_out:

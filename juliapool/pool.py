@@ -32,7 +32,7 @@ import os
 import threading
 import time
 import weakref
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Union
 
 from .discovery import find_julia, julia_version, worker_script
 from .errors import JuliaPoolError, PoolBusyError, PoolShutDownError, WorkerDiedError, WorkerStartError
@@ -157,6 +157,43 @@ class JuliaProcessPool:
             finally:
                 self.checkin(worker)
         raise error
+
+    def map(self, codes: Iterable[str], timeout: Optional[float] = None) -> List[CodeExecResult]:
+        """Run many snippets on all workers, each like `execute`; results in input order.
+
+        One thread per worker takes the next snippet until none is left. A snippet that fails,
+        times out or kills its worker only gives its own result; a pool error for one snippet
+        (e.g. no worker could be started) becomes its result (exit code 1, the error on stderr).
+        A pool shut down meanwhile raises PoolShutDownError."""
+        self._check_open()
+        items = list(codes)
+        results: List[Optional[CodeExecResult]] = [None] * len(items)
+        todo = iter(range(len(items)))
+        lock = threading.Lock()
+        failure: List[BaseException] = []
+
+        def drain() -> None:
+            while not failure:
+                with lock:
+                    i = next(todo, None)
+                if i is None:
+                    return
+                try:
+                    results[i] = self.execute(items[i], timeout=timeout)
+                except PoolShutDownError as e:
+                    failure.append(e)
+                except JuliaPoolError as e:
+                    results[i] = CodeExecResult("", f"juliapool: {e}\n", 1)
+
+        threads = [threading.Thread(target=drain, name=f"juliapool-map-{n}", daemon=True)
+                   for n in range(min(self.size, len(items)))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if failure:
+            raise failure[0]
+        return [r for r in results if r is not None]
 
     def session(self, key: Optional[str] = None) -> Session:
         """A Session: every call reaches the same worker and the same module (state persists)."""

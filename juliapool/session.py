@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
-from .errors import WorkerDiedError
+from .errors import JuliaPoolError, WorkerDiedError
 from .result import CodeExecResult, ExecReply
 from .execution import DisplayCallback, InputCallback, OutputCallback, describe_exit
 from .protocol import bundle_from_fields
@@ -39,6 +39,7 @@ class Session:
         self._lost: Optional[str] = None  # why earlier state is gone, told with the next result
         self._calls = threading.Lock()  # a session runs one call at a time, in order
         self._running = False
+        self._generation = 0  # bumped by reset(): each generation has its own module
 
     # ---- executing ---------------------------------------------------------------------------
 
@@ -103,10 +104,43 @@ class Session:
                 self._lost = f"the session's worker died while idle ({describe_exit(worker.poll())})"
 
     def _release(self, worker: Worker) -> None:
-        if not worker.alive:
+        if worker.alive and worker.dirty_reason == "stdio":  # the pool retires it: say why next time
+            self._lost = "the session's code closed the worker's stdout or stderr"
+        if not worker.alive or worker.dirty_reason == "stdio":
             worker.sessions.discard(self.key)
             self._worker = None
         self.pool.checkin(worker)
+
+    def reset(self) -> None:
+        """Start the session afresh: a new module on the same warm worker, and the process state a
+        new `julia` would see (ENV and working directory of the worker's start, the global RNG
+        reseeded). If the session's code left what cannot be undone (type piracy, changes to Main,
+        tasks; `ExecReply.retire_reason`), the session moves to a fresh worker instead, and the old
+        one is retired once no session lives there."""
+        with self._calls:
+            worker, self._worker = self._worker, None
+            old_module = self.module
+            self._generation += 1
+            self.module = f"session:{self.key}#{self._generation}"
+            self._lost = None
+            if worker is None or self.pool.closed:
+                return
+            try:
+                worker = self.pool.checkout(want=worker)
+            except LookupError:
+                return
+            try:
+                worker.request("D", [old_module])
+                if worker.alive and not worker.dirty:
+                    reply = worker.execute("nothing", module=self.module, flags="z", timeout=30.0)
+                    if reply.status == "ok" and not reply.retire_reason:
+                        self._worker = worker
+            except JuliaPoolError:
+                pass
+            finally:
+                if self._worker is None:
+                    worker.sessions.discard(self.key)
+                self.pool.checkin(worker, served=False)
 
     def interrupt(self) -> bool:
         """Interrupt this session's running call (SIGINT; the worker is killed and replaced if the code
