@@ -176,7 +176,8 @@ function settle_state(before::StateBefore, mod::Module, code::String, fresh::Boo
         cwd_reason = restore_env_and_cwd!()
         isempty(reason) && (reason = cwd_reason)
         reseed_if_used(before.rng)
-        before.saved_env === nothing || (set_env!(before.saved_env); BASE_ENV_MARK[] = env_mark())
+        # (BASE_ENV_MARK stays the baseline's: the sessions' state differs from it, as it should.)
+        before.saved_env === nothing || set_env!(before.saved_env)
         isempty(before.saved_cwd) || try cd(before.saved_cwd) catch end
     end
     Base.exit_on_sigint(false)      # the worker's own setting, whatever the code did
@@ -188,5 +189,10 @@ function stdio_reason()::String
     orig === nothing && return ""
     (stdin === orig[1] && stdout === orig[2] && stderr === orig[3]) || return "stdio"
     (isopen(stdout) && isopen(stderr)) || return "stdio"
+    # Julia writes through its own duplicates of fds 1 and 2; C code and child processes use the
+    # originals, which code can close underneath (ccall(:close, ...)). F_GETFD = 1 on Linux and macOS.
+    for fd in (1, 2)
+        ccall(:fcntl, Cint, (Cint, Cint), fd, 1) == -1 && return "stdio"
+    end
     return ""
 end
