@@ -1,5 +1,7 @@
-# Which methods a call added, and whether any of them is type piracy. Included into the worker
-# module (JuliaPoolWorker.jl); used by process_state.jl.
+# Which methods a call added, and whether any of them is type piracy. Every function here takes
+# functions and types as @nospecialize arguments: each call brings new ones, and compiling these
+# functions anew for each would cost milliseconds per call. Included into the worker module
+# (JuliaPoolWorker.jl); used by process_state.jl.
 #
 # A method the call added is its own when its function or one of the types in its signature belongs
 # to the call's module (or a module inside it). Anything else changes how code of other modules
@@ -24,7 +26,7 @@ end
 owns(tree::Vector{Module}, m::Module) = any(t -> t === m, tree)
 
 "Does type `T` (a signature or part of one) mention a type that belongs to `tree`?"
-function mentions(T, tree::Vector{Module}, depth::Int = 0)::Bool
+function mentions(@nospecialize(T), tree::Vector{Module}, depth::Int = 0)::Bool
     depth > 8 && return false
     if T isa UnionAll
         return mentions(T.var.ub, tree, depth + 1) || mentions(T.body, tree, depth + 1)
@@ -42,7 +44,7 @@ end
 """The methods of `f` (a function, or a type: its constructors) added after world `w`. A function's
 own method table is walked where Julia has one per function (1.5 to 1.11: fast); otherwise
 `methods` looks them up."""
-function new_in(f, w::UInt)::Vector{Method}
+function new_in(@nospecialize(f), w::UInt)::Vector{Method}
     T = typeof(f)
     if f isa Function && !isdefined(Core, :methodtable) && isdefined(T.name, :mt) && T.name.mt !== NONFUNCTION_MT
         return new_in_table(T.name.mt, w)
@@ -94,7 +96,7 @@ function named_functions(mod::Module, code::String, tree::Vector{Module})::Vecto
     return found
 end
 
-function resolve(mod::Module, x)
+function resolve(mod::Module, @nospecialize(x))
     try
         if x isa Symbol
             return isdefined(mod, x) ? getfield(mod, x) : nothing
