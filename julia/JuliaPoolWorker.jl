@@ -36,6 +36,8 @@ include("modules.jl")
 include("compilation.jl")
 include("notebook.jl")
 include("ijulia.jl")
+include("piracy.jl")
+include("process_state.jl")
 
 # ---------------------------------------------------------------------------------------------
 # Output markers (PROTOCOL.md): tell Python where a request's output ends on each stream.
@@ -62,7 +64,9 @@ function write_marker(req::Request, seq::AbstractString)
         try
             fast_write(io, fd, marker)
         catch
-            # user code closed or replaced the stream: Python will time out and replace us
+            # User code closed the stream object; Julia keeps fds 1 and 2 apart from it (it dups
+            # them at start-up), so the marker still reaches Python (the reply says "stdio").
+            ccall(:write, Cssize_t, (Cint, Ptr{UInt8}, Csize_t), fd, marker, length(marker))
         end
     end
 end
@@ -158,8 +162,11 @@ function evaluate(mod::Module, code::String, filename::String, flags::String, hi
         fields = error_fields(mod, err, catch_backtrace())
         # An interrupt is Python's doing (a timeout or an explicit interrupt): Python reports it.
         if FLAG_PRINT_ERRORS in flags && !(unwrap(err) isa InterruptException)
-            print(stderr, fields[4])
-            flush(stderr)
+            try
+                print(stderr, fields[4])
+                flush(stderr)
+            catch       # the code closed stderr: the reply says so ("stdio")
+            end
         end
         return fields
     end
@@ -214,8 +221,9 @@ function handle_exec(frame::Frame)
     req = Request(frame.id, nonce, 0)
     CURRENT[] = req
     ACTIVE_MODULE[] = mod
+    fresh = key == "" || FLAG_RESET in flags       # a plain call, or a session's reset
     task = Task(() -> evaluate(mod, code, filename, flags, history))
-    work_before = pending_work()
+    before = capture_state(fresh, key == "")
     Base.sigatomic_end()        # SIGINT may now arrive: it is meant for this code
     try
         schedule(task)
@@ -225,9 +233,9 @@ function handle_exec(frame::Frame)
     end
     fields = istaskfailed(task) ? ["error", "InterruptException", "interrupted", "InterruptException\n"] :
                                   fetch(task)
-    # (An interrupted sleep leaves its timer armed: harmless, and not counted.)
     interrupted = fields[2] == "InterruptException"
-    insert!(fields, 5, !interrupted && pending_work() > work_before ? "1" : "0")
+    insert!(fields, 5, key == "Main" ? "" : settle_state(before, mod, code, fresh, interrupted))
+    key == "Main" && record_baseline()      # preloading and warm-up make the worker's own state
     CURRENT[] = nothing
     ACTIVE_MODULE[] = Main
     write_marker(req, END_SEQ)
@@ -264,7 +272,7 @@ end
 handle_ping(frame::Frame) = reply(frame, String[])
 
 function handle_quit(frame::Frame)
-    flush(stdout); flush(stderr)
+    try flush(stdout); flush(stderr) catch end     # they may have been closed by user code
     exit(0)
 end
 
@@ -331,7 +339,10 @@ function compile_hot_path()
                        (encode_frame, (Char, UInt32, Vector{String})), (send_frame, (Char, UInt32, Vector{String})),
                        (fast_write, (P, Int, Vector{UInt8})), (fast_write, (Base.TTY, Int, Vector{UInt8})),
                        (reply, (Frame, Vector{String})), (compiled, (Function,)), (set_compile, (Int8,)),
-                       (handle_ping, (Frame,)), (handle_drop, (Frame,)))
+                       (handle_ping, (Frame,)), (handle_drop, (Frame,)),
+                       (capture_state, (Bool, Bool)), (settle_state, (StateBefore, Module, String, Bool, Bool)),
+                       (new_methods_reason, (UInt, Module, String)), (named_functions, (Module, String, Vector{Module})),
+                       (record_baseline, ()), (stdio_reason, ()), (main_changed, (StateBefore,)))
         precompile(f, types) || @debug "precompile failed" f types
     end
 end
@@ -365,6 +376,7 @@ function main(args)
         compile_hot_path()
         warm_up_interrupts()
     end
+    record_baseline()
     send_frame(HELLO, 0, [string(VERSION), string(getpid())])
     serve()
 end

@@ -187,8 +187,8 @@ function answer_failed(frame::Frame, e)
         ACTIVE_MODULE[] = Main
         length(frame.fields) >= 3 && write_marker(Request(frame.id, field_string(frame, 3), 0), END_SEQ)
         evalue = try sprint(showerror, e) catch; string(typeof(e)) end
-        send_frame('O', frame.id, ["error", "JuliaPoolWorkerError", evalue,
-                                   "juliapool worker: internal error: " * evalue * "\n", "0"])
+        send_frame(DONE, frame.id, ["error", "JuliaPoolWorkerError", evalue,
+                                   "juliapool worker: internal error: " * evalue * "\n", ""])
     elseif k == 'C'
         cursor = length(frame.fields) >= 3 ? field_string(frame, 3) : "0"
         reply(frame, [cursor, cursor])

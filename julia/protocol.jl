@@ -20,7 +20,7 @@ const PING = 'P'          #                                      -> RESULT()
 const QUIT = 'Q'          # exit(0) after flushing
 # Replies and events, Julia -> Python:
 const HELLO = 'H'         # julia version, pid
-const DONE = 'O'          # status, ename, evalue, traceback, lingering, (mime, data)*
+const DONE = 'O'          # status, ename, evalue, traceback, retire, (mime, data)*
 const DISPLAY = 'M'       # seq, (mime, data)*
 const DISPLAY_EVENT = 'U' # seq, action, argument, (mime, data)*: IJulia's clear_output, display ids
 const INPUT = 'N'         # prompt, password
@@ -32,6 +32,7 @@ const FLAG_NOTEBOOK = 'k'
 const FLAG_SOFT_SCOPE = 's'
 const FLAG_WANT_RESULT = 'r'
 const FLAG_ALLOW_INPUT = 'i'
+const FLAG_RESET = 'z'
 
 struct Frame
     kind::Char

@@ -18,7 +18,7 @@ from typing import Callable, Deque, Dict, List, Optional, Tuple, Union
 from . import protocol
 from .process import STREAMS
 from .protocol import END_SEQ, Done, Frame, MarkerScanner, Reply
-from .result import (EXITED, MEMORY_LIMIT, NOT_INTERRUPTIBLE, STDIO_CLOSED, TIMEOUT_EXIT_CODE, DisplayEvent, ExecReply,
+from .result import (EXITED, MEMORY_LIMIT, NOT_INTERRUPTIBLE, TIMEOUT_EXIT_CODE, DisplayEvent, ExecReply,
                      WorkerEnd, describe_end, truncation_note)
 
 log = logging.getLogger(__name__)
@@ -31,9 +31,6 @@ Item = Union[bytes, Tuple[bytes]]  # output, or a marker's seq
 
 # What the worker should do next for an execution (Execution.action).
 INTERRUPT, KILL = "interrupt", "kill"
-# A stream that closes before its end marker: either the process is dying (its exit is noticed
-# within this time) or the code closed it, and the worker can no longer mark its output.
-STDIO_CLOSED_GRACE = 0.5
 MEMORY_CHECK_INTERVAL = 0.05  # seconds between two looks at the worker's memory during a call
 
 
@@ -69,7 +66,6 @@ class Execution:
         self.done: Optional[Done] = None
         self.died = False
         self.killed = False  # we killed the worker: the code did not stop after an interrupt
-        self.stream_closed_at: Optional[float] = None  # a stream closed before its end marker
         self.cause = ""  # why we kill the worker, if we do (a name from juliapool.result)
         self.timed_out = False
         self.timeout = timeout
@@ -78,6 +74,7 @@ class Execution:
         self.interrupted_at: Optional[float] = None  # set by Worker.interrupt (any thread)
         self.callback_error: Optional[BaseException] = None
         self.late_output = False  # the code left a task running (it said so, or printed after the end)
+        self.closed_streams: List[str] = []  # the code closed its stdout or stderr (end of file here)
 
     @property
     def complete(self) -> bool:
@@ -91,14 +88,13 @@ class Execution:
     def deadline(self) -> Optional[float]:
         """When `action` has something to say next (None: only events matter)."""
         kill_at = self.interrupted_at + self.grace if self.interrupted_at is not None else None
-        closed_at = self.stream_closed_at + STDIO_CLOSED_GRACE if self.stream_closed_at is not None else None
-        times = [t for t in (None if self.timed_out else self.timeout_at, kill_at, closed_at, self.memory_check_at)
+        times = [t for t in (None if self.timed_out else self.timeout_at, kill_at, self.memory_check_at)
                  if t is not None]
         return min(times) if times else None
 
     def action(self, now: float) -> str:
         """What the worker must do now: INTERRUPT (the timeout passed), KILL (an interrupt did not
-        stop the code in time, or the code closed its stdio), or "" (nothing)."""
+        stop the code in time, or the memory limit was passed), or "" (nothing)."""
         if self.memory_check_at is not None and now >= self.memory_check_at:
             self.memory_check_at = now + MEMORY_CHECK_INTERVAL
             assert self.memory_probe is not None and self.memory_limit is not None
@@ -106,9 +102,6 @@ class Execution:
                 self.memory_check_at = None
                 self.cause = MEMORY_LIMIT
                 return KILL
-        if self.stream_closed_at is not None and now >= self.stream_closed_at + STDIO_CLOSED_GRACE:
-            self.cause = STDIO_CLOSED
-            return KILL
         if self.interrupted_at is not None and now >= self.interrupted_at + self.grace:
             self.killed = True
             self.cause = NOT_INTERRUPTIBLE
@@ -123,13 +116,25 @@ class Execution:
     def on_stream(self, name: str, data: bytes) -> None:
         """Bytes the worker wrote to a stream; b"" means the stream was closed."""
         if not data:
-            if not self.ended[name] and self.stream_closed_at is None:  # no end marker can come now
-                self.stream_closed_at = time.monotonic()
+            self.on_stream_closed(name)
             return
         if self.ended[name]:
             self.late_output = True  # after the end marker: a background task's output, nobody's
             return
         self.queues[name].extend(self.scanners[name].feed(data))
+        self._pass_on()
+
+    def on_stream_closed(self, name: str) -> None:
+        """End of file on a stream: the code closed it (`close(stdout)`), so no end marker will come."""
+        if self.ended[name]:
+            return
+        self.closed_streams.append(name)
+        self.queues[name].append(self.scanners[name].flush())
+        for item in self.queues[name]:
+            if not isinstance(item, tuple):
+                self._emit(name, item)
+        self.queues[name].clear()
+        self.ended[name] = True
         self._pass_on()
 
     def on_frame(self, frame: Frame) -> Optional[str]:
@@ -247,8 +252,10 @@ class Execution:
         if self.done is not None:
             d = self.done
             rep.status, rep.ename, rep.evalue, rep.traceback, rep.result = d.status, d.ename, d.evalue, d.traceback, d.result
-            self.late_output = self.late_output or d.lingering
+            rep.retire_reason = d.retire or ("task" if self.late_output else "")
             rep.exit_code = 0 if d.status == "ok" else 1
+        if self.closed_streams:
+            rep.retire_reason = "stdio"
         if self.died:
             self._died(rep, returncode, kill_cause)
         if self.timed_out:

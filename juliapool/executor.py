@@ -8,7 +8,7 @@ import signal
 import subprocess
 import tempfile
 import threading
-from typing import ClassVar, List, Optional
+from typing import ClassVar, Dict, List, Optional
 
 from .discovery import find_julia
 from .errors import JuliaNotFoundError, JuliaPoolError
@@ -57,24 +57,26 @@ class JuliaExecutor:
         self.pool_size = pool_size
         self.julia_path = julia_path
 
-    def run(self, code: str) -> CodeExecResult:
-        """Execute Julia code; never raises for the code's own failures (see `exit_code`)."""
+    def run(self, code: str, timeout: Optional[float] = None) -> CodeExecResult:
+        """Execute Julia code; never raises for the code's own failures (see `exit_code`).
+        `timeout` (seconds) is for this call; None uses the executor's own `timeout`."""
+        timeout = self.timeout if timeout is None else timeout
         if self.use_process_pool:
             pool = self._get_pool()
             if pool is not None:
                 try:
-                    return pool.execute(code, timeout=self.timeout)
+                    return pool.execute(code, timeout=timeout)
                 except JuliaPoolError as e:
                     log.warning("process pool failed (%s); falling back to spawning julia", e)
-        return self._spawn_with_retries(code)
+        return self._spawn_with_retries(code, timeout)
 
     # ---- spawn mode --------------------------------------------------------------------------
 
-    def _spawn_with_retries(self, code: str) -> CodeExecResult:
+    def _spawn_with_retries(self, code: str, timeout: Optional[float]) -> CodeExecResult:
         last: Optional[OSError] = None
         for attempt in range(self.max_retries + 1):
             try:
-                return self._spawn(code)
+                return self._spawn(code, timeout)
             except JuliaNotFoundError:
                 raise
             except OSError as e:  # julia could not be started at all: worth another try
@@ -86,7 +88,7 @@ class JuliaExecutor:
         flags = BASE_FLAGS + (SPAWN_OPT_FLAGS if self.use_optimization_flags else [])
         return [find_julia(self.julia_path), *flags, *code_arg]
 
-    def _spawn(self, code: str) -> CodeExecResult:
+    def _spawn(self, code: str, timeout: Optional[float]) -> CodeExecResult:
         with tempfile.TemporaryDirectory(prefix="juliapool-") as tmp:
             if len(code.encode()) <= MAX_ARG_BYTES:
                 code_arg = ["-e", code]
@@ -98,11 +100,11 @@ class JuliaExecutor:
             proc = subprocess.Popen(self.spawn_command(code_arg), stdin=subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
             try:
-                out, err = proc.communicate(timeout=self.timeout if self.timeout and self.timeout > 0 else None)
+                out, err = proc.communicate(timeout=timeout if timeout and timeout > 0 else None)
             except subprocess.TimeoutExpired:
                 _kill_group(proc.pid)
                 out, err = proc.communicate()
-                note = f"Execution timed out after {self.timeout:g} seconds\n"
+                note = f"Execution timed out after {timeout:g} seconds\n"
                 return CodeExecResult(_text(out), _text(err) + note, TIMEOUT_EXIT_CODE, timed_out=True)
             finally:
                 _kill_group(proc.pid)  # whatever the snippet left running in the background
@@ -141,6 +143,17 @@ class JuliaExecutor:
     @classmethod
     def is_pool_enabled(cls) -> bool:
         return cls._pool is not None and not cls._pool.closed
+
+    @classmethod
+    def get_pool_metrics(cls) -> Dict[str, object]:
+        """The shared pool's `get_stats()` plus the keys OpenEnv's server reports (`enabled`,
+        `pool_size`, `timeout`, `available_workers`); `{"enabled": False, ...}` without a pool."""
+        pool = cls._pool
+        if pool is None or pool.closed:
+            return {"enabled": False, "pool_size": 0, "available_workers": 0}
+        stats = pool.get_stats()
+        return {**stats, "enabled": True, "pool_size": pool.size, "timeout": pool.timeout,
+                "available_workers": stats["idle"]}
 
 
 def _text(data: bytes) -> str:

@@ -34,10 +34,10 @@ import logging
 import os
 import threading
 import weakref
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Union
 
 from .discovery import find_julia, julia_version
-from .errors import PoolShutDownError, WorkerDiedError
+from .errors import JuliaPoolError, PoolShutDownError, WorkerDiedError
 from .execution import OutputCallback
 from .recipe import BASE_FLAGS, StartRecipe, choose_sysimage
 from .result import CodeExecResult, ExecReply
@@ -201,6 +201,44 @@ class JuliaProcessPool:
         return Limits(self.call_timeout(timeout), self.interrupt_grace, out or None,
                       int(mb * 2**20) if mb else None)
 
+    def map(self, codes: Iterable[str], timeout: Optional[float] = None) -> List[CodeExecResult]:
+        """Run many snippets on all workers, each like `execute`; results in input order.
+
+        One thread per worker takes the next snippet until none is left. A snippet that fails,
+        times out or kills its worker only gives its own result; a pool error for one snippet
+        (e.g. no worker could be started) becomes its result (exit code 1, the error on stderr).
+        A pool shut down meanwhile raises PoolShutDownError."""
+        if self.closed:
+            raise PoolShutDownError("this JuliaProcessPool was shut down; create a new one")
+        items = list(codes)
+        results: List[Optional[CodeExecResult]] = [None] * len(items)
+        todo = iter(range(len(items)))
+        lock = threading.Lock()
+        failure: List[BaseException] = []
+
+        def drain() -> None:
+            while not failure:
+                with lock:
+                    i = next(todo, None)
+                if i is None:
+                    return
+                try:
+                    results[i] = self.execute(items[i], timeout=timeout)
+                except PoolShutDownError as e:
+                    failure.append(e)
+                except JuliaPoolError as e:
+                    results[i] = CodeExecResult("", f"juliapool: {e}\n", 1)
+
+        threads = [threading.Thread(target=drain, name=f"juliapool-map-{n}", daemon=True)
+                   for n in range(min(self.size, len(items)))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if failure:
+            raise failure[0]
+        return [r for r in results if r is not None]
+
     def session(self, key: Optional[str] = None) -> Session:
         """A Session: every call reaches the same worker and the same module (state persists)."""
         if self.closed:
@@ -210,10 +248,16 @@ class JuliaProcessPool:
             return Session(self, key if key is not None else f"session-{self._sessions_made}")
 
     def get_stats(self) -> Dict[str, object]:
-        """Counters and worker states, for monitoring (OpenEnv's /pool_status reports them)."""
+        """Counters and worker states, for monitoring (OpenEnv's /pool_status reports them).
+
+        `recycled` counts workers replaced for age or memory or after a call that left state behind;
+        `retired` breaks the latter down by reason. `total_workers`, `healthy_workers`,
+        `available_workers` and `shutdown` are the names OpenEnv's own pool reports."""
         with self._lock:
             counts = dict(self._counts)
-        return {"size": self.size, **self.workers.stats(), **counts, "closed": self.closed}
+        workers = self.workers.stats()
+        return {"size": self.size, **workers, **counts, "closed": self.closed, "timeout": self.timeout,
+                "total_workers": self.size, "available_workers": workers["idle"], "shutdown": self.closed}
 
     def count(self, reply: ExecReply) -> ExecReply:
         """Count one finished call (plain or session) in the pool's stats."""

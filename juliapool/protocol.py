@@ -34,7 +34,7 @@ class Reply(str, Enum):
     """Kinds of frames the worker sends."""
 
     HELLO = "H"  # julia version, pid: ready for requests
-    DONE = "O"  # status, ename, evalue, traceback, lingering, (mime, data)*: end of an EXEC
+    DONE = "O"  # status, ename, evalue, traceback, retire, (mime, data)*: end of an EXEC
     DISPLAY = "M"  # seq, (mime, data)*: display() during an EXEC
     DISPLAY_EVENT = "U"  # seq, action, argument, (mime, data)*: IJulia's clear_output, display ids
     INPUT = "N"  # prompt, password: the code reads stdin
@@ -61,10 +61,11 @@ class ExecOptions:
     soft_scope: bool = False  # s: the REPL's soft scope
     want_result: bool = False  # r: reply with the last value's MIME bundle
     allow_input: bool = False  # i: stdin reads become INPUT events (with notebook)
+    reset: bool = False  # z: start from the worker's own process state and leave it so (Session.reset)
 
     def flags(self) -> str:
         letters = (("p", self.print_errors), ("k", self.notebook), ("s", self.soft_scope),
-                   ("r", self.want_result), ("i", self.allow_input))
+                   ("r", self.want_result), ("i", self.allow_input), ("z", self.reset))
         return "".join(letter for letter, on in letters if on)
 
 
@@ -84,13 +85,13 @@ class Done:
     ename: str
     evalue: str
     traceback: str
-    lingering: bool
+    retire: str  # why the worker cannot serve another caller ("" = it can; PROTOCOL.md "Retire reasons")
     result: Dict[str, str]
 
     @classmethod
     def from_frame(cls, frame: "Frame") -> "Done":
-        status, ename, evalue, traceback, lingering = frame.texts()[:5]
-        return cls(status, ename, evalue, traceback, lingering == "1", bundle_from_fields(frame.fields[5:]))
+        status, ename, evalue, traceback, retire = frame.texts()[:5]
+        return cls(status, ename, evalue, traceback, retire, bundle_from_fields(frame.fields[5:]))
 END_SEQ = b"ffffffff"
 SEQ_LEN = 8
 NONCE_LEN = 32

@@ -35,7 +35,7 @@ EXITED = "exited"  # the process ended by itself: exit(n), a crash, a signal fro
 NOT_INTERRUPTIBLE = "not-interruptible"  # the code did not stop within the grace after SIGINT
 SHUT_DOWN = "shut-down"  # the pool was shut down during the call
 STOPPED = "stopped"  # the worker was stopped during the call (recycled, replaced)
-STDIO_CLOSED = "stdio-closed"  # the code closed the worker's stdout or stderr
+STDIO_CLOSED = "stdio-closed"  # (for `restarted_after`) the session's code closed the worker's stdout or stderr
 MEMORY_LIMIT = "memory-limit"  # the worker's memory grew past the call's memory limit
 NO_ANSWER = "no-answer"  # a short request got no answer in time
 DIED_IDLE = "died-idle"  # (for WorkerEnd in `restarted_after`) the worker died between calls
@@ -87,13 +87,17 @@ class ExecReply:
     restarted_after: Optional[WorkerEnd] = None  # how the session's previous worker ended
     output_truncated: bool = False  # the output passed the call's output limit; the rest was dropped
 
-    @property
-    def worker_died(self) -> bool:
-        return self.worker_end is not None
     # The bytes the code wrote, unharmed: `stdout`/`stderr` replace what is not UTF-8 with U+FFFD.
     # (The timeout note is in both; notes about a dead worker or a lost session only in the strings.)
     stdout_bytes: bytes = b""
     stderr_bytes: bytes = b""
+    # Why the worker cannot serve another caller after this call ("" = clean): "stdio", "piracy",
+    # "main", "task", "cwd" (PROTOCOL.md, `O` frame). The pool retires it before anyone else uses it.
+    retire_reason: str = ""
+
+    @property
+    def worker_died(self) -> bool:
+        return self.worker_end is not None
 
     def to_result(self) -> CodeExecResult:
         return CodeExecResult(self.stdout, stderr_with_notes(self), self.exit_code, self.timed_out,
@@ -108,8 +112,8 @@ _CAUSES = {
     NOT_INTERRUPTIBLE: "the code did not stop after an interrupt, so its worker was killed",
     SHUT_DOWN: "the pool was shut down during this call",
     STOPPED: "the worker was stopped during this call",
-    STDIO_CLOSED: "the code closed the worker's stdout or stderr, so the worker was replaced",
     NO_ANSWER: "the Julia worker did not answer, so it was killed",
+    STDIO_CLOSED: "the session's code closed the worker's stdout or stderr",
     MEMORY_LIMIT: "the call used more memory than its memory limit, so its worker was killed",
 }
 

@@ -6,11 +6,11 @@ import asyncio
 import threading
 from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
-from .errors import WorkerDiedError
+from .errors import JuliaPoolError, WorkerDiedError
 from .execution import DisplayCallback, InputCallback, OutputCallback
-from .protocol import PLAIN, cell_options, session_module
-from .result import DIED_IDLE, CodeExecResult, ExecReply, WorkerEnd
-from .worker import Worker
+from .protocol import PLAIN, ExecOptions, cell_options, session_module
+from .result import DIED_IDLE, STDIO_CLOSED, CodeExecResult, ExecReply, WorkerEnd
+from .worker import Limits, Worker
 
 if TYPE_CHECKING:
     from .pool import JuliaProcessPool
@@ -40,6 +40,7 @@ class Session:
         self._lost: Optional[WorkerEnd] = None  # how the worker with earlier state ended, for the next result
         self._calls = threading.Lock()  # a session runs one call at a time, in order
         self._running = False
+        self._generation = 0  # bumped by reset(): each generation has its own module
 
     # ---- executing ---------------------------------------------------------------------------
 
@@ -143,10 +144,44 @@ class Session:
                 self._lost = WorkerEnd(worker.poll(), DIED_IDLE)
 
     def _release(self, worker: Worker) -> None:
-        if not worker.alive:
+        if worker.alive and worker.dirty_reason == "stdio":  # the pool retires it: say why next time
+            self._lost = WorkerEnd(None, STDIO_CLOSED)
+        if not worker.alive or worker.dirty_reason == "stdio":
             worker.sessions.discard(self.key)
             self._worker = None
         self.pool.checkin(worker)
+
+    def reset(self) -> None:
+        """Start the session afresh: a new module on the same warm worker, and the process state a
+        new `julia` would see (ENV and working directory of the worker's start, the global RNG
+        reseeded). If the session's code left what cannot be undone (type piracy, changes to Main,
+        tasks; `ExecReply.retire_reason`), the session moves to a fresh worker instead, and the old
+        one is retired once no session lives there."""
+        with self._calls:
+            worker, self._worker = self._worker, None
+            old_module = self.module
+            self._generation += 1
+            self.module = session_module(f"{self.key}#{self._generation}")
+            self._lost = None
+            if worker is None or self.pool.closed:
+                return
+            try:
+                worker = self.pool.checkout(want=worker)
+            except LookupError:
+                return
+            try:
+                worker.drop(old_module)
+                if worker.alive and not worker.dirty:
+                    reply = worker.execute("nothing", module=self.module, options=ExecOptions(reset=True),
+                                           limits=Limits(timeout=30.0))
+                    if reply.status == "ok" and not reply.retire_reason:
+                        self._worker = worker
+            except JuliaPoolError:
+                pass
+            finally:
+                if self._worker is None:
+                    worker.sessions.discard(self.key)
+                self.pool.checkin(worker, served=False)
 
     def interrupt(self) -> bool:
         """Interrupt this session's running call (SIGINT; the worker is killed and replaced if the code

@@ -133,6 +133,7 @@ class Worker:
         # Set when output arrived outside any request: a task left behind by some earlier code
         # prints on its own, so the pool retires this worker before it can print into a stranger's call.
         self.dirty = False
+        self.dirty_reason = ""  # the first retire reason seen ("task" for output between requests)
         self.cancelled = False
         self.started = threading.Event()  # set by the pool when start() returned or failed
         self._next_id = 0
@@ -282,7 +283,7 @@ class Worker:
         for what, data in self.process.read_events(0):
             if what in STREAMS and data:
                 log.debug("%s: dropped %d bytes of %s printed between requests", self.name, len(data), what)
-                self.dirty = True
+                self.dirty, self.dirty_reason = True, self.dirty_reason or "task"
 
     # ---- executing code --------------------------------------------------------------------------
 
@@ -381,7 +382,8 @@ class Worker:
     def _end(self, run: Execution) -> ExecReply:
         self.calls += 1
         reply = run.reply(self.poll(), self.kill_cause)
-        self.dirty = self.dirty or run.late_output
+        if reply.retire_reason:
+            self.dirty, self.dirty_reason = True, self.dirty_reason or reply.retire_reason
         if run.callback_error is not None:
             raise run.callback_error
         return reply

@@ -39,6 +39,7 @@ class WorkerSet:
         self.max_rss_mb = max_rss_mb
         self.checkout_timeout = checkout_timeout
         self.counts = {"restarts": 0, "recycled": 0}
+        self._retired: Dict[str, int] = {}  # workers retired after a call, by reason ("piracy", ...)
         self._cond = threading.Condition()
         self._workers: List[Worker] = []  # every live worker, busy or idle
         self._idle: List[Worker] = []
@@ -73,11 +74,12 @@ class WorkerSet:
         with self._cond:
             return [w.pid for w in self._workers if w.pid]
 
-    def stats(self) -> Dict[str, int]:
+    def stats(self) -> Dict[str, object]:
         with self._cond:
             return {"workers": len(self._workers), "idle": len(self._idle),
                     "busy": len(self._workers) - len(self._idle), "starting": len(self._launching) + self._deferred,
-                    "sessions": sum(len(w.sessions) for w in self._workers), **self.counts}
+                    "sessions": sum(len(w.sessions) for w in self._workers), **self.counts,
+                    "retired": dict(self._retired), "healthy_workers": sum(w.alive for w in self._workers)}
 
     def ready_version(self) -> str:
         """The Julia version a ready worker said in its hello ("" before any is ready)."""
@@ -180,19 +182,29 @@ class WorkerSet:
 
     def checkin(self, worker: Worker, *, served: bool = True) -> None:
         """Return a worker after a call: idle again, or retired (dead, or due for recycling)."""
-        retire = not worker.alive or (not worker.sessions and (worker.dirty or self._due_for_recycling(worker)))
+        # A worker whose stdio the code closed cannot serve even its own sessions; other dirt (piracy,
+        # Main, tasks) retires it once no session's state lives there.
+        retire = not worker.alive or worker.dirty_reason == "stdio" or (
+            not worker.sessions and (worker.dirty or self._due_for_recycling(worker)))
         with self._cond:
             if served:
                 self._start_deferred()
             if worker not in self._workers:  # removed by shutdown meanwhile
                 threading.Thread(target=worker.stop, daemon=True).start()
             elif retire:
-                if worker.alive:
-                    log.info("%s: recycled after %d calls", worker.name, worker.calls)
+                self._log_retirement(worker)
                 self._retire(worker)
             else:
                 self._idle.append(worker)
             self._notify()
+
+    def _log_retirement(self, worker: Worker) -> None:
+        if worker.alive and worker.dirty:
+            reason = worker.dirty_reason or "task"
+            log.info("%s: retired after a call (%s)", worker.name, reason)
+            self._retired[reason] = self._retired.get(reason, 0) + 1
+        elif worker.alive:
+            log.info("%s: recycled after %d calls", worker.name, worker.calls)
 
     def _due_for_recycling(self, worker: Worker) -> bool:
         if self.max_calls and worker.calls >= self.max_calls:
@@ -327,5 +339,6 @@ def _resolve(future: "asyncio.Future") -> None:
 
 
 def _fewest_sessions(idle: List[Worker]) -> Optional[Worker]:
-    """Plain calls prefer workers that hold no session state (they may be recycled freely)."""
-    return min(idle, key=lambda w: len(w.sessions), default=None)
+    """Plain calls prefer clean workers that hold no session state (they may be recycled freely); a
+    worker that a session's code left dirty (piracy, Main) serves plain calls only when no other is idle."""
+    return min(idle, key=lambda w: (w.dirty, len(w.sessions)), default=None)

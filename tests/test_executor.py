@@ -114,6 +114,31 @@ def test_timeout_in_both_modes(executor_pool):
     assert pool.stdout == "before\n"
 
 
+@pytest.mark.timeout(120)
+def test_run_takes_a_timeout_per_call_in_both_modes(executor_pool):
+    # OpenEnv's JuliaCodeActEnv.step calls executor.run(code, timeout=...).
+    code = 'println("before"); sleep(10)'
+    for executor in (JuliaExecutor(timeout=60), JuliaExecutor(timeout=60, use_process_pool=True, pool_size=2)):
+        r = executor.run(code, timeout=1)
+        assert r.timed_out and r.exit_code == -1, r
+        assert "Execution timed out after 1 seconds" in r.stderr
+        r = executor.run('println("quick")', timeout=None)  # None: the executor's own timeout
+        assert (r.stdout, r.exit_code, r.timed_out) == ("quick\n", 0, False)
+    assert list(inspect.signature(JuliaExecutor.run).parameters.items())[2][1].default is None
+
+
+def test_get_pool_metrics_reports_the_shared_pool(executor_pool):
+    assert JuliaExecutor.enable_process_pool(size=2, timeout=60) is True
+    JuliaExecutor(use_process_pool=True).run('println(1)')
+    m = JuliaExecutor.get_pool_metrics()
+    assert (m["enabled"], m["pool_size"], m["size"], m["timeout"]) == (True, 2, 2, 60)
+    assert m["calls"] >= 1 and m["idle"] + m["busy"] == m["workers"]
+    for key in ("starting", "restarts", "timeouts", "available_workers", "total_workers", "healthy_workers"):
+        assert key in m, key
+    JuliaExecutor.shutdown_pool()
+    assert JuliaExecutor.get_pool_metrics() == {"enabled": False, "pool_size": 0, "available_workers": 0}
+
+
 def test_pool_class_methods(executor_pool):
     assert JuliaExecutor.enable_process_pool(size=2, timeout=60) is True
     assert JuliaExecutor.is_pool_enabled() is True
