@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import pytest
 
-from juliapool.execution import INTERRUPT, KILL, STDIO_CLOSED_GRACE, Execution
+from juliapool.execution import INTERRUPT, KILL, Execution
 from juliapool.protocol import Frame, Reply, decode_body, encode_frame
 from juliapool.result import (DIED_IDLE, EXITED, NOT_INTERRUPTIBLE, STDIO_CLOSED, STOPPED, TIMEOUT_EXIT_CODE,
                               ExecReply, WorkerEnd, describe_end, leading_notes, stderr_with_notes,
@@ -37,9 +37,9 @@ def frame(kind: Reply, fields: Sequence[str], rid: int = RID) -> Frame:
     return decode_body(encode_frame(kind, rid, fields)[4:])
 
 
-def done(status: str = "ok", ename: str = "", evalue: str = "", traceback: str = "", lingering: bool = False,
+def done(status: str = "ok", ename: str = "", evalue: str = "", traceback: str = "", retire: str = "",
          result: Sequence[str] = (), rid: int = RID) -> Frame:
-    return frame(Reply.DONE, [status, ename, evalue, traceback, "1" if lingering else "0", *result], rid)
+    return frame(Reply.DONE, [status, ename, evalue, traceback, retire, *result], rid)
 
 
 def display(seq: int, data: str, rid: int = RID) -> Frame:
@@ -155,17 +155,16 @@ def test_output_after_the_end_marker_is_nobodys_and_marks_late_output():
     ex.on_frame(done())
     assert ex.complete and ex.late_output
     rep = ex.reply(None)
-    assert (rep.stdout, rep.stderr) == ("mine", "")
+    assert (rep.stdout, rep.stderr, rep.retire_reason) == ("mine", "", "task")
     assert rec.events == [("stdout", "mine")]
 
 
-def test_lingering_in_done_marks_late_output():
+@pytest.mark.parametrize("reason", ["task", "piracy", "main"])
+def test_the_workers_retire_reason_reaches_the_reply(reason):
     ex = new()
     end_both(ex)
-    ex.on_frame(done(lingering=True))
-    assert not ex.late_output
-    ex.reply(None)
-    assert ex.late_output, "the worker said a task of the code is still running"
+    ex.on_frame(done(retire=reason))
+    assert ex.reply(None).retire_reason == reason
 
 
 def test_frames_of_another_request_are_ignored():
@@ -316,20 +315,17 @@ def test_death_after_the_call_completed_is_not_the_calls_death():
 
 # ---- a stream closed before its end marker -------------------------------------------------------
 
-def test_stream_closed_before_its_end_marker_asks_for_a_kill_after_the_grace():
+def test_stream_closed_before_its_end_marker_ends_it_and_retires_the_worker():
     ex = new()
-    assert ex.deadline() is None, "no timeout: only events matter"
-    before = time.monotonic()
     ex.on_stream("stdout", b"o")
-    ex.on_stream("stdout", b"")
-    due = ex.deadline()
-    assert due is not None and before + STDIO_CLOSED_GRACE <= due <= time.monotonic() + STDIO_CLOSED_GRACE
-    assert ex.action(due - 0.01) == ""
-    assert ex.action(due) == KILL and ex.cause == STDIO_CLOSED
-    ex.on_death()
-    rep = ex.reply(-9)
-    assert rep.worker_end == WorkerEnd(-9, STDIO_CLOSED) and rep.stdout == "o"
-    assert "closed the worker's stdout or stderr" in stderr_with_notes(rep)
+    ex.on_stream("stdout", b"")  # the code closed stdout: no end marker can come on it
+    assert ex.deadline() is None, "nothing to wait for but the reply: no kill"
+    ex.on_stream("stderr", END)
+    assert not ex.complete
+    ex.on_frame(done())
+    assert ex.complete
+    rep = ex.reply(None)
+    assert (rep.status, rep.stdout, rep.worker_end, rep.retire_reason) == ("ok", "o", None, "stdio")
 
 
 def test_stream_closed_after_its_end_marker_needs_nothing():
@@ -483,4 +479,4 @@ def test_every_cause_has_its_words():
     assert describe_end(WorkerEnd(None)) == "the Julia worker stopped answering"
     assert describe_end(WorkerEnd(2)) == "the Julia worker exited with code 2"
     assert describe_end(WorkerEnd(-9, STOPPED)) == "the worker was stopped during this call"
-    assert describe_end(WorkerEnd(-9, STDIO_CLOSED)).startswith("the code closed the worker's stdout or stderr")
+    assert describe_end(WorkerEnd(None, STDIO_CLOSED)) == "the session's code closed the worker's stdout or stderr"
