@@ -199,18 +199,28 @@ end
 
 """Work the event loop holds: active libuv handles (timers, sockets, processes) and queued tasks.
 If a call leaves more than it found, it left something running that may print into a later call."""
-function pending_work()::Int
-    handles = try
-        Int(unsafe_load(Ptr{Cuint}(Base.eventloop() + sizeof(Ptr{Cvoid}))))  # uv_loop_t.active_handles
+pending_work()::Int = active_libuv_handles() + (tasks_queued() ? 1 : 0)
+
+"""Julia internal: libuv's count of active handles, read from the loop itself. Every libuv 1.x
+begins `uv_loop_t` with `void* data; unsigned int active_handles;` (checked in libuv's uv.h, which
+Julia 1.5 to 1.12 bundle); run on 1.5.3. Where reading it fails, 0: only queued tasks are seen."""
+function active_libuv_handles()::Int
+    try
+        return Int(unsafe_load(Ptr{Cuint}(Base.eventloop() + sizeof(Ptr{Cvoid}))))
     catch
-        0
+        return 0
     end
-    queued = try
-        isempty(Base.Workqueues[Threads.threadid()]) ? 0 : 1
+end
+
+"""Julia internal: whether tasks wait in this thread's run queue (`Base.Workqueues`, a vector
+indexed by thread id on 1.5.3, where it was run). Where Julia keeps its queues otherwise, false:
+then only libuv handles are seen."""
+function tasks_queued()::Bool
+    try
+        return !isempty(Base.Workqueues[Threads.threadid()])
     catch
-        0
+        return false
     end
-    return handles + queued
 end
 
 function handle_exec(frame::Frame)

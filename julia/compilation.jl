@@ -15,6 +15,12 @@ const SWITCH_COMPILE = Ref(false)
 # Which field of jl_options is compile_enabled (`nothing` on a Julia without it): found once.
 const COMPILE_FIELD = findfirst(==(:compile_enabled), fieldnames(Base.JLOptions))
 
+"""Julia internal: where the C runtime keeps `jl_options.compile_enabled`, the switch that
+`--compile=` sets and that `jl_toplevel_eval_flex` and the JIT read before each decision. Found by
+name in `Base.JLOptions` (base/options.jl, the Julia mirror that Julia keeps in sync with the C
+struct), never by a hard-coded offset, so it is right wherever the field exists; run on 1.5.3.
+Where the field is missing (COMPILE_FIELD === nothing) nothing is switched: the worker's own code
+is compiled and the compile policy falls back (compile_policy.jl)."""
 compile_mode_ptr() = Ptr{Int8}(cglobal(:jl_options) + fieldoffset(Base.JLOptions, COMPILE_FIELD))
 
 function set_compile(mode::Int8)

@@ -60,15 +60,13 @@ class Session:
         try:
             for attempt in range(3):
                 worker = await self._acquire_async()
-                self._running = True
                 try:
+                    self._running = True
                     reply = await worker.execute_async(code, module=self.module, limits=limits, on_output=on_output)
                     return self._annotate(self.pool.count(reply)).to_result()
-                except WorkerDiedError as e:  # died while idle, before it read the code
-                    self._lost = WorkerEnd(worker.poll(), DIED_IDLE)
-                    error = e
+                except WorkerDiedError as e:
+                    error = self._died_idle(worker, e)
                 finally:
-                    self._running = False
                     self._release(worker)
             raise error
         finally:
@@ -91,17 +89,15 @@ class Session:
         with self._calls:
             for attempt in range(3):
                 worker = self._acquire()
-                self._running = True
                 try:
-                    reply = worker.execute(code, module=self.module, filename=filename, options=options, limits=limits,
-                                           on_output=on_output, on_display=on_display, on_input=on_input,
-                                           history="" if history is None or not kernel else str(history))
-                    return self._annotate(self.pool.count(reply))
+                    self._running = True
+                    return self._annotate(self.pool.count(worker.execute(
+                        code, module=self.module, filename=filename, options=options, limits=limits,
+                        on_output=on_output, on_display=on_display, on_input=on_input,
+                        history="" if history is None or not kernel else str(history))))
                 except WorkerDiedError as e:  # died while idle, before it read the code
-                    self._lost = WorkerEnd(worker.poll(), DIED_IDLE)
-                    error = e
+                    error = self._died_idle(worker, e)
                 finally:
-                    self._running = False
                     self._release(worker)
             raise error
 
@@ -117,33 +113,36 @@ class Session:
 
     def _acquire(self) -> Worker:
         while True:
-            worker = self._worker
-            if worker is None:
-                worker = self.pool.checkout()
-                worker.sessions.add(self.key)
-                self._worker = worker
-                return worker
             try:
-                return self.pool.checkout(want=worker)
-            except LookupError:
-                self._worker = None
-                self._lost = WorkerEnd(worker.poll(), DIED_IDLE)
+                return self._pin(self.pool.checkout(want=self._worker))
+            except LookupError:  # the pinned worker is gone
+                self._unpin_dead()
 
     async def _acquire_async(self) -> Worker:
         while True:
-            worker = self._worker
-            if worker is None:
-                worker = await self.pool.checkout_async()
-                worker.sessions.add(self.key)
-                self._worker = worker
-                return worker
             try:
-                return await self.pool.checkout_async(want=worker)
+                return self._pin(await self.pool.checkout_async(want=self._worker))
             except LookupError:
-                self._worker = None
-                self._lost = WorkerEnd(worker.poll(), DIED_IDLE)
+                self._unpin_dead()
+
+    def _pin(self, worker: Worker) -> Worker:
+        """The session's worker from now on (it was, or the session had none)."""
+        if self._worker is None:
+            worker.sessions.add(self.key)
+            self._worker = worker
+        return worker
+
+    def _unpin_dead(self) -> None:
+        worker, self._worker = self._worker, None
+        self._lost = WorkerEnd(worker.poll() if worker else None, DIED_IDLE)
+
+    def _died_idle(self, worker: Worker, error: WorkerDiedError) -> WorkerDiedError:
+        """The worker died before it read the call's code: safe to run it on another one."""
+        self._lost = WorkerEnd(worker.poll(), DIED_IDLE)
+        return error
 
     def _release(self, worker: Worker) -> None:
+        self._running = False
         if worker.alive and worker.dirty_reason == "stdio":  # the pool retires it: say why next time
             self._lost = WorkerEnd(None, STDIO_CLOSED)
         if not worker.alive or worker.dirty_reason == "stdio":
@@ -163,11 +162,8 @@ class Session:
             self._generation += 1
             self.module = session_module(f"{self.key}#{self._generation}")
             self._lost = None
-            if worker is None or self.pool.closed:
-                return
-            try:
-                worker = self.pool.checkout(want=worker)
-            except LookupError:
+            worker = self._reclaim(worker)
+            if worker is None:
                 return
             try:
                 worker.drop(old_module)
@@ -182,6 +178,15 @@ class Session:
                 if self._worker is None:
                     worker.sessions.discard(self.key)
                 self.pool.checkin(worker, served=False)
+
+    def _reclaim(self, worker: Optional[Worker]) -> Optional[Worker]:
+        """Check out the session's former worker for a last request; None if it or the pool is gone."""
+        if worker is None or self.pool.closed:
+            return None
+        try:
+            return self.pool.checkout(want=worker)
+        except LookupError:
+            return None
 
     def interrupt(self) -> bool:
         """Interrupt this session's running call (SIGINT; the worker is killed and replaced if the code
@@ -216,12 +221,9 @@ class Session:
     def close(self) -> None:
         """Forget the session's module (its worker may then be recycled)."""
         with self._calls:
-            worker, self._worker = self._worker, None
-            if worker is None or self.pool.closed:
-                return
-            try:
-                worker = self.pool.checkout(want=worker)
-            except LookupError:
+            worker = self._reclaim(self._worker)
+            self._worker = None
+            if worker is None:
                 return
             try:
                 worker.drop(self.module)

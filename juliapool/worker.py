@@ -49,13 +49,12 @@ class Limits:
 NO_LIMITS = Limits()
 
 
-class _Hello:
-    """Job: wait for the worker's HELLO, keeping its stderr for the error if it never comes."""
+class _Waiting:
+    """A job that waits for one frame until a deadline (then the worker is killed: `late`)."""
 
     def __init__(self, timeout: float) -> None:
         self.deadline_at = time.monotonic() + timeout
         self.frame: Optional[Frame] = None
-        self.stderr = bytearray()
         self.late = False
 
     @property
@@ -68,6 +67,17 @@ class _Hello:
     def action(self, now: float) -> str:
         self.late = now >= self.deadline_at
         return KILL if self.late else ""
+
+    def on_death(self) -> None:
+        pass
+
+
+class _Hello(_Waiting):
+    """Job: wait for the worker's HELLO, keeping its stderr for the error if it never comes."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(timeout)
+        self.stderr = bytearray()
 
     def on_stream(self, name: str, data: bytes) -> None:
         if name == STDERR:
@@ -79,29 +89,13 @@ class _Hello:
             self.frame = frame
         return None
 
-    def on_death(self) -> None:
-        pass
 
-
-class _Answer:
+class _Answer(_Waiting):
     """Job: wait for the RESULT of one short request; output meanwhile belongs to nobody."""
 
     def __init__(self, rid: int, timeout: float) -> None:
+        super().__init__(timeout)
         self.id = rid
-        self.deadline_at = time.monotonic() + timeout
-        self.frame: Optional[Frame] = None
-        self.late = False
-
-    @property
-    def complete(self) -> bool:
-        return self.frame is not None
-
-    def deadline(self) -> Optional[float]:
-        return self.deadline_at
-
-    def action(self, now: float) -> str:
-        self.late = now >= self.deadline_at
-        return KILL if self.late else ""
 
     def on_stream(self, name: str, data: bytes) -> None:
         # Completion code may print: nobody's output. The worker logs its own errors in a request to
@@ -113,9 +107,6 @@ class _Answer:
         if frame.id == self.id and frame.kind == Reply.RESULT:
             self.frame = frame
         return None
-
-    def on_death(self) -> None:
-        pass
 
 
 class Worker:
