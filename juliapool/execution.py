@@ -10,6 +10,7 @@ frame has come. The end marker closes each stream.
 from __future__ import annotations
 
 import codecs
+from dataclasses import dataclass
 import logging
 import time
 from collections import deque
@@ -32,6 +33,20 @@ Item = Union[bytes, Tuple[bytes]]  # output, or a marker's seq
 # What the worker should do next for an execution (Execution.action).
 INTERRUPT, KILL = "interrupt", "kill"
 MEMORY_CHECK_INTERVAL = 0.05  # seconds between two looks at the worker's memory during a call
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one execution may take: seconds (then SIGINT, and SIGKILL `grace` seconds later),
+    bytes of output passed on (the rest is dropped), bytes of resident memory (then SIGKILL)."""
+
+    timeout: Optional[float] = None
+    grace: float = 2.0
+    output_bytes: Optional[int] = None
+    memory_bytes: Optional[int] = None
+
+
+NO_LIMITS = Limits()
 
 
 class Execution:

@@ -38,11 +38,11 @@ from typing import Dict, Iterable, List, Optional, Sequence, Union
 
 from .discovery import find_julia, julia_version
 from .errors import JuliaPoolError, PoolShutDownError, WorkerDiedError
-from .execution import OutputCallback
+from .execution import Limits, OutputCallback
 from .recipe import BASE_FLAGS, StartRecipe, choose_sysimage
 from .result import CodeExecResult, ExecReply
 from .session import Session
-from .worker import Limits, Worker
+from .worker import Worker
 from .workers import WorkerSet
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,8 @@ from typing import Dict, List, Optional, Sequence, Union
 from .errors import WorkerStartError
 from .paths import find_sysimage, worker_script
 from .protocol import MAIN_MODULE, PLAIN, QUIET, cell_options, session_module
-from .worker import Limits, Worker
+from .execution import Limits
+from .worker import Worker
 
 log = logging.getLogger(__name__)
 

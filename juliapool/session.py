@@ -7,10 +7,10 @@ import threading
 from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 from .errors import JuliaPoolError, WorkerDiedError
-from .execution import DisplayCallback, InputCallback, OutputCallback
+from .execution import DisplayCallback, InputCallback, Limits, OutputCallback
 from .protocol import PLAIN, ExecOptions, cell_options, session_module
 from .result import DIED_IDLE, STDIO_CLOSED, CodeExecResult, ExecReply, WorkerEnd
-from .worker import Limits, Worker
+from .worker import Worker
 
 if TYPE_CHECKING:
     from .pool import JuliaProcessPool

@@ -18,13 +18,13 @@ import logging
 import signal
 import threading
 import time
-from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from .errors import WorkerDiedError, WorkerStartError
-from .execution import INTERRUPT, KILL, DisplayCallback, Execution, InputCallback, OutputCallback
-from .process import EXIT, REPLY, STDERR, STREAMS, Event, WorkerProcess, describe_exit
-from .protocol import (FRESH_MODULE, PLAIN, ExecOptions, Frame, FrameReader, Reply, Request, bundle_from_fields,
+from .execution import INTERRUPT, KILL, NO_LIMITS, DisplayCallback, Execution, InputCallback, Limits, OutputCallback
+from .jobs import Answer, Hello
+from .process import EXIT, REPLY, STREAMS, Event, WorkerProcess, describe_exit
+from .protocol import (FRESH_MODULE, PLAIN, ExecOptions, Frame, FrameReader, Request, bundle_from_fields,
                        encode_frame, new_nonce)
 from .result import NO_ANSWER, ExecReply
 
@@ -35,78 +35,6 @@ DRAIN_AFTER_DEATH = 2.0  # seconds to collect what a dead worker's pipes still h
 REQUEST_TIMEOUT = 30.0
 
 
-@dataclass(frozen=True)
-class Limits:
-    """What one execution may take: seconds (then SIGINT, and SIGKILL `grace` seconds later),
-    bytes of output passed on (the rest is dropped), bytes of resident memory (then SIGKILL)."""
-
-    timeout: Optional[float] = None
-    grace: float = 2.0
-    output_bytes: Optional[int] = None
-    memory_bytes: Optional[int] = None
-
-
-NO_LIMITS = Limits()
-
-
-class _Waiting:
-    """A job that waits for one frame until a deadline (then the worker is killed: `late`)."""
-
-    def __init__(self, timeout: float) -> None:
-        self.deadline_at = time.monotonic() + timeout
-        self.frame: Optional[Frame] = None
-        self.late = False
-
-    @property
-    def complete(self) -> bool:
-        return self.frame is not None
-
-    def deadline(self) -> Optional[float]:
-        return self.deadline_at
-
-    def action(self, now: float) -> str:
-        self.late = now >= self.deadline_at
-        return KILL if self.late else ""
-
-    def on_death(self) -> None:
-        pass
-
-
-class _Hello(_Waiting):
-    """Job: wait for the worker's HELLO, keeping its stderr for the error if it never comes."""
-
-    def __init__(self, timeout: float) -> None:
-        super().__init__(timeout)
-        self.stderr = bytearray()
-
-    def on_stream(self, name: str, data: bytes) -> None:
-        if name == STDERR:
-            self.stderr += data
-            del self.stderr[:-65536]
-
-    def on_frame(self, frame: Frame) -> Optional[str]:
-        if frame.kind == Reply.HELLO:
-            self.frame = frame
-        return None
-
-
-class _Answer(_Waiting):
-    """Job: wait for the RESULT of one short request; output meanwhile belongs to nobody."""
-
-    def __init__(self, rid: int, timeout: float) -> None:
-        super().__init__(timeout)
-        self.id = rid
-
-    def on_stream(self, name: str, data: bytes) -> None:
-        # Completion code may print: nobody's output. The worker logs its own errors in a request to
-        # stderr (it answers with an empty result): keep those in our log.
-        if name == STDERR and data:
-            log.warning("%s", data.decode("utf-8", errors="replace").rstrip())
-
-    def on_frame(self, frame: Frame) -> Optional[str]:
-        if frame.id == self.id and frame.kind == Reply.RESULT:
-            self.frame = frame
-        return None
 
 
 class Worker:
@@ -161,7 +89,7 @@ class Worker:
         self.process.open()
         if self.cancelled:  # cancel() came before the process existed
             self.kill()
-        hello = _Hello(timeout)
+        hello = Hello(timeout)
         if not self._serve(hello):
             stderr = hello.stderr.decode(errors="replace")
             reason = "Julia did not start within the start-up timeout" if hello.late else describe_exit(self.poll())
@@ -397,7 +325,7 @@ class Worker:
             if not self.alive:
                 raise WorkerDiedError(describe_exit(self.poll()))
             self._drain_stale_output()
-            job = _Answer(self._new_id(), timeout)
+            job = Answer(self._new_id(), timeout)
             try:
                 self._send(kind, job.id, fields)
             except OSError as e:
