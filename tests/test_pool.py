@@ -452,7 +452,7 @@ def stats(pool: JuliaProcessPool, *keys: str) -> tuple:
 
 
 def test_wait_false_starts_one_worker_and_the_others_after_the_first_call(monkeypatch):
-    import juliapool.pool as pool_module
+    import juliapool.workers as pool_module  # the start policy lives there
 
     monkeypatch.setattr(pool_module, "SPARES_AFTER", 3600.0)  # only the first call may start them
     env = tagged_env(POOL_TAG)
@@ -470,7 +470,7 @@ def test_wait_false_starts_one_worker_and_the_others_after_the_first_call(monkey
 
 
 def test_wait_false_starts_the_others_when_a_second_caller_needs_one(monkeypatch, tmp_path):
-    import juliapool.pool as pool_module
+    import juliapool.workers as pool_module  # the start policy lives there
 
     monkeypatch.setattr(pool_module, "SPARES_AFTER", 3600.0)
     go = tmp_path / "go"
@@ -491,7 +491,7 @@ def test_wait_false_starts_the_others_when_a_second_caller_needs_one(monkeypatch
 
 
 def test_wait_false_starts_the_others_soon_after_the_first_is_ready(monkeypatch):
-    import juliapool.pool as pool_module
+    import juliapool.workers as pool_module  # the start policy lives there
 
     monkeypatch.setattr(pool_module, "SPARES_AFTER", 0.1)
     pool = JuliaProcessPool(size=2, wait=False)
