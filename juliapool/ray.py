@@ -225,7 +225,8 @@ class RayJuliaPool:
                 self._inflight[index] -= 1
 
     def _failed(self, index: int, error: BaseException) -> None:
-        """A call met its actor's death. ActorDiedError means Ray will not restart it."""
+        """A call met its actor's death. ActorUnavailableError: Ray restarts the actor; anything else
+        (ActorDiedError: restarts used up, killed for good, its node gone) means dead for good."""
         dead = not isinstance(error, ActorUnavailableError)
         log.warning("Ray actor %d %s: %s", index, "is dead for good" if dead else "died (Ray restarts it)", _why(error))
         with self._lock:
@@ -316,7 +317,7 @@ class RaySession:
 
     def _steps(self, code: str, timeout: Optional[float]) -> Steps:
         error: Optional[RayActorError] = None
-        for _ in self.pool._attempts():
+        for _ in self.pool._attempts():  # as many tries as a plain call, always on the session's actor
             index = self._actor_index()
             if not (yield from self.pool._back(index)):
                 continue
@@ -420,7 +421,10 @@ async def _drive_async(steps: Steps) -> Any:
             return stop.value
         try:
             if isinstance(step, Wait):
-                value = await asyncio.wait_for(step.ref, step.timeout)
+                try:
+                    value = await asyncio.wait_for(step.ref, step.timeout)
+                except asyncio.TimeoutError:
+                    raise GetTimeoutError(f"not ready within {step.timeout:g} s") from None
             else:
                 value = await (await step.__anext__())
             error = None
