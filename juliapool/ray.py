@@ -398,38 +398,43 @@ def _drive(steps: Steps) -> Any:
     value (or the error) is sent back into the steps."""
     value: Any = None
     error: Optional[BaseException] = None
-    while True:
-        try:
-            step = steps.throw(error) if error is not None else steps.send(value)
-        except StopIteration as stop:
-            return stop.value
-        try:
-            value = ray.get(step.ref, timeout=step.timeout) if isinstance(step, Wait) else ray.get(next(step))
-            error = None
-        except Exception as e:  # handed to the steps, which decide (most re-raise)
-            value, error = None, e
+    with contextlib.closing(steps):  # an interrupted caller still releases the steps' counts
+        while True:
+            try:
+                step = steps.throw(error) if error is not None else steps.send(value)
+            except StopIteration as stop:
+                return stop.value
+            try:
+                value = ray.get(step.ref, timeout=step.timeout) if isinstance(step, Wait) else ray.get(next(step))
+                error = None
+            except Exception as e:  # handed to the steps, which decide (most re-raise)
+                value, error = None, e
 
 
 async def _drive_async(steps: Steps) -> Any:
-    """`_drive` with awaits instead of blocking gets."""
+    """`_drive` with awaits instead of blocking gets (a cancelled caller closes the steps)."""
     value: Any = None
     error: Optional[BaseException] = None
-    while True:
-        try:
-            step = steps.throw(error) if error is not None else steps.send(value)
-        except StopIteration as stop:
-            return stop.value
-        try:
-            if isinstance(step, Wait):
-                try:
-                    value = await asyncio.wait_for(step.ref, step.timeout)
-                except asyncio.TimeoutError:
-                    raise GetTimeoutError(f"not ready within {step.timeout:g} s") from None
-            else:
-                value = await (await step.__anext__())
-            error = None
-        except Exception as e:
-            value, error = None, e
+    with contextlib.closing(steps):
+        while True:
+            try:
+                step = steps.throw(error) if error is not None else steps.send(value)
+            except StopIteration as stop:
+                return stop.value
+            try:
+                value = await _next_async(step)
+                error = None
+            except Exception as e:
+                value, error = None, e
+
+
+async def _next_async(step: Any) -> Any:
+    if not isinstance(step, Wait):
+        return await (await step.__anext__())
+    try:
+        return await asyncio.wait_for(step.ref, step.timeout)
+    except asyncio.TimeoutError:
+        raise GetTimeoutError(f"not ready within {step.timeout:g} s") from None
 
 
 def _get_or_none(ref: Any, timeout: float = 30.0) -> Any:

@@ -24,24 +24,47 @@ from juliapool.errors import ActorsLostError, PoolShutDownError, WorkerStartErro
 from juliapool.ray import ACTOR_DIED_EXIT_CODE, RayJuliaPool  # noqa: E402
 
 HALF = 0.5  # CPUs per test actor
+RAY_START_TRIES = 3
+_ray_start_error: list = []  # a failed start fails the module's tests at once, not once per test
 
 
-def start_ray() -> None:
+def start_ray(before: set) -> None:
+    """ray.init, tried again when Ray gives up waiting for its raylet (a fixed 30 s, which a loaded
+    machine can exceed); what a failed try started is killed before the next one."""
     options = dict(num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20, logging_level="ERROR",
                    log_to_driver=False)
-    try:
-        ray.init(**options)
-    except Exception as e:  # Ray waits 30 s (fixed) for its raylet: a loaded machine can take longer
-        if "timed out during startup" not in str(e):
-            raise
-        ray.shutdown()
-        ray.init(**options)
+    for attempt in range(RAY_START_TRIES):
+        try:
+            ray.init(**options)
+            return
+        except Exception as e:
+            ray.shutdown()
+            kill_started_since(before)
+            if "timed out during startup" not in str(e) or attempt == RAY_START_TRIES - 1:
+                raise
+
+
+def kill_started_since(before: set) -> None:
+    """SIGKILL the processes this run started (its tag, or below it) that `before` did not list."""
+    for p in leaked_processes():
+        if p["pid"] not in before:
+            try:
+                os.kill(p["pid"], signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    wait_gone(lambda: [p for p in leaked_processes() if p["pid"] not in before], 10)
 
 
 @pytest.fixture(scope="module")
 def ray_cluster():
+    if _ray_start_error:
+        pytest.fail(f"Ray did not start: {_ray_start_error[0]}", pytrace=False)
     before = {p["pid"] for p in leaked_processes()}
-    start_ray()
+    try:
+        start_ray(before)
+    except Exception as e:
+        _ray_start_error.append(e)
+        raise
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
     left = wait_gone(lambda: [p for p in leaked_processes() if p["pid"] not in before], 30)
