@@ -251,12 +251,12 @@ def test_a_session_moves_to_another_actor_when_its_own_is_dead_for_good(fresh_po
 
 @pytest.mark.timeout(120)
 def test_actor_death_leaves_no_julia_process(fresh_pool):
-    pool = fresh_pool(workers_per_actor=2)
+    pool = fresh_pool(workers_per_actor=2, max_restarts=0)  # so this death is for good
     thread, box = run_in_thread(pool.execute, "while true end")  # deaf to interrupts
     assert wait_until(lambda: pool.get_stats()["busy"] == 1, 30)
     pids = every_pid(pool)
     assert len(pids) == 4, pids  # two workers (one busy, one idle), the guard, the actor
-    ray.kill(pool.actors[0], no_restart=True)
+    ray.kill(pool.actors[0], no_restart=False)
     thread.join(30)
     assert box["result"].exit_code == ACTOR_DIED_EXIT_CODE, box
     assert not wait_gone(lambda: [p for p in pids if pid_alive(p)], 20)
