@@ -287,15 +287,17 @@ class RaySession:
         self._seen: Optional[str] = None  # the incarnation of the actor that holds our state
         self._lost = ""  # why that state is gone, told with the next result
         self._lock = threading.Lock()
-        self._async_lock: Optional[asyncio.Lock] = None
+        self._async_lock: Optional[asyncio.Lock] = None  # for the event loop it was made in
+        self._async_loop: Optional[asyncio.AbstractEventLoop] = None
 
     def execute(self, code: str, timeout: Optional[float] = None) -> CodeExecResult:
         with self._lock:
             return _drive(self._steps(code, timeout))
 
     async def execute_async(self, code: str, timeout: Optional[float] = None) -> CodeExecResult:
-        if self._async_lock is None:
-            self._async_lock = asyncio.Lock()
+        if self._async_loop is not asyncio.get_running_loop():  # an asyncio.Lock serves one loop
+            self._async_lock, self._async_loop = asyncio.Lock(), asyncio.get_running_loop()
+        assert self._async_lock is not None
         async with self._async_lock:
             return await _drive_async(self._steps(code, timeout))
 
