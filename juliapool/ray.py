@@ -225,7 +225,8 @@ class RayJuliaPool:
                 self._inflight[index] -= 1
 
     def _failed(self, index: int, error: BaseException) -> None:
-        """A call met its actor's death. ActorDiedError means Ray will not restart it."""
+        """A call met its actor's death. ActorUnavailableError: Ray restarts the actor; anything else
+        (ActorDiedError: restarts used up, killed for good, its node gone) means dead for good."""
         dead = not isinstance(error, ActorUnavailableError)
         log.warning("Ray actor %d %s: %s", index, "is dead for good" if dead else "died (Ray restarts it)", _why(error))
         with self._lock:
@@ -286,15 +287,17 @@ class RaySession:
         self._seen: Optional[str] = None  # the incarnation of the actor that holds our state
         self._lost = ""  # why that state is gone, told with the next result
         self._lock = threading.Lock()
-        self._async_lock: Optional[asyncio.Lock] = None
+        self._async_lock: Optional[asyncio.Lock] = None  # for the event loop it was made in
+        self._async_loop: Optional[asyncio.AbstractEventLoop] = None
 
     def execute(self, code: str, timeout: Optional[float] = None) -> CodeExecResult:
         with self._lock:
             return _drive(self._steps(code, timeout))
 
     async def execute_async(self, code: str, timeout: Optional[float] = None) -> CodeExecResult:
-        if self._async_lock is None:
-            self._async_lock = asyncio.Lock()
+        if self._async_loop is not asyncio.get_running_loop():  # an asyncio.Lock serves one loop
+            self._async_lock, self._async_loop = asyncio.Lock(), asyncio.get_running_loop()
+        assert self._async_lock is not None
         async with self._async_lock:
             return await _drive_async(self._steps(code, timeout))
 
@@ -316,7 +319,7 @@ class RaySession:
 
     def _steps(self, code: str, timeout: Optional[float]) -> Steps:
         error: Optional[RayActorError] = None
-        for _ in self.pool._attempts():
+        for _ in self.pool._attempts():  # as many tries as a plain call, always on the session's actor
             index = self._actor_index()
             if not (yield from self.pool._back(index)):
                 continue
@@ -397,35 +400,43 @@ def _drive(steps: Steps) -> Any:
     value (or the error) is sent back into the steps."""
     value: Any = None
     error: Optional[BaseException] = None
-    while True:
-        try:
-            step = steps.throw(error) if error is not None else steps.send(value)
-        except StopIteration as stop:
-            return stop.value
-        try:
-            value = ray.get(step.ref, timeout=step.timeout) if isinstance(step, Wait) else ray.get(next(step))
-            error = None
-        except Exception as e:  # handed to the steps, which decide (most re-raise)
-            value, error = None, e
+    with contextlib.closing(steps):  # an interrupted caller still releases the steps' counts
+        while True:
+            try:
+                step = steps.throw(error) if error is not None else steps.send(value)
+            except StopIteration as stop:
+                return stop.value
+            try:
+                value = ray.get(step.ref, timeout=step.timeout) if isinstance(step, Wait) else ray.get(next(step))
+                error = None
+            except Exception as e:  # handed to the steps, which decide (most re-raise)
+                value, error = None, e
 
 
 async def _drive_async(steps: Steps) -> Any:
-    """`_drive` with awaits instead of blocking gets."""
+    """`_drive` with awaits instead of blocking gets (a cancelled caller closes the steps)."""
     value: Any = None
     error: Optional[BaseException] = None
-    while True:
-        try:
-            step = steps.throw(error) if error is not None else steps.send(value)
-        except StopIteration as stop:
-            return stop.value
-        try:
-            if isinstance(step, Wait):
-                value = await asyncio.wait_for(step.ref, step.timeout)
-            else:
-                value = await (await step.__anext__())
-            error = None
-        except Exception as e:
-            value, error = None, e
+    with contextlib.closing(steps):
+        while True:
+            try:
+                step = steps.throw(error) if error is not None else steps.send(value)
+            except StopIteration as stop:
+                return stop.value
+            try:
+                value = await _next_async(step)
+                error = None
+            except Exception as e:
+                value, error = None, e
+
+
+async def _next_async(step: Any) -> Any:
+    if not isinstance(step, Wait):
+        return await (await step.__anext__())
+    try:
+        return await asyncio.wait_for(step.ref, step.timeout)
+    except asyncio.TimeoutError:
+        raise GetTimeoutError(f"not ready within {step.timeout:g} s") from None
 
 
 def _get_or_none(ref: Any, timeout: float = 30.0) -> Any:
