@@ -16,8 +16,15 @@
 # added (or deleted) - checked in src/gf.c `jl_method_table_insert` / `jl_method_table_disable` of
 # 1.5 to 1.11. If the new methods of the call's own functions and types account for the whole growth,
 # nothing else changed (the common case: a few microseconds). Otherwise the functions the code names
-# are looked at, and only if that does not account for it either, every method table. Julia 1.12
-# also counts binding changes (const, struct) in the world counter: there the slower paths decide.
+# are looked at, and only if that does not account for it either, every method table. Newer Julia
+# (binding partitions, 1.12 on: src/module.c and src/gf.c store a new world for a new global, an
+# import, a new generic function) also counts binding changes: there the slower paths decide more
+# often, with the same answers. Only 1.5.3 could be run here.
+#
+# Other internals, with the versions whose source was read: `jl_get_world_counter`, `environ` (libc),
+# `jl_module_usings` (1.5 to 1.12, as REPL completion uses it), `Base.atexit_hooks` and
+# `Base.loaded_modules` (1.5 to 1.12), `Random.default_rng` (1.3 on; a MersenneTwister before 1.7,
+# a TaskLocalRNG from 1.7). Each is guarded, so a Julia without one takes the safe side.
 
 const ORIG_STDIO = Ref{Any}(nothing)
 const BASE_ENV = Dict{String,String}()
