@@ -39,8 +39,8 @@ class ExecReply:
     timed_out: bool = False
     worker_died: bool = False  # the worker process ended during this call
     worker_restarted: bool = False  # this call ran on a fresh worker: earlier session state is gone
-    # Why the worker cannot serve another caller after this call ("" = clean): "stdio", "piracy",
-    # "main", "task", "cwd" (PROTOCOL.md, `O` frame). The pool retires it before anyone else uses it.
+    # Why the worker cannot serve another caller after this call ("" = clean): "stdio", "package",
+    # "piracy", "main", "task", "cwd" (PROTOCOL.md, `O` frame). The pool retires it before anyone else uses it.
     retire_reason: str = ""
 
     def to_result(self) -> CodeExecResult:
