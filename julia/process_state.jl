@@ -1,11 +1,12 @@
 # A fresh process state for every plain call. Included into the worker module (JuliaPoolWorker.jl).
 #
 # After a plain call the next one must see what a new `julia` process would. What can be put back
-# cheaply is put back: ENV, the working directory, the global RNG (reseeded, as a new process seeds
-# it). What cannot is reported as a reason word in the `O` frame (PROTOCOL.md), and Python retires the
+# cheaply is put back: ENV, the working directory, LOAD_PATH and DEPOT_PATH, the global RNG
+# (reseeded, as a new process seeds it). What cannot is reported as a reason word in the `O` frame (PROTOCOL.md), and Python retires the
 # worker before it serves anyone else:
 #
 #   "stdio"   stdout, stderr or stdin was closed or left redirected
+#   "package" a package was loaded that the worker did not have (preload it to keep workers)
 #   "piracy"  a method was added to a function of another module for types the call does not own
 #   "main"    Main's bindings (or its `using` list) changed
 #   "task"    work was left behind: tasks, timers, open handles, atexit hooks
@@ -16,13 +17,21 @@
 # added (or deleted) - checked in src/gf.c `jl_method_table_insert` / `jl_method_table_disable` of
 # 1.5 to 1.11. If the new methods of the call's own functions and types account for the whole growth,
 # nothing else changed (the common case: a few microseconds). Otherwise the functions the code names
-# are looked at, and only if that does not account for it either, every method table. Julia 1.12
-# also counts binding changes (const, struct) in the world counter: there the slower paths decide.
+# are looked at, and only if that does not account for it either, every method table. Newer Julia
+# (binding partitions, 1.12 on: src/module.c and src/gf.c store a new world for a new global, an
+# import, a new generic function) also counts binding changes: there the slower paths decide more
+# often, with the same answers. Only 1.5.3 could be run here.
+#
+# Other internals, with the versions whose source was read: `jl_get_world_counter`, `environ` (libc),
+# `jl_module_usings` (1.5 to 1.12, as REPL completion uses it), `Base.atexit_hooks` and
+# `Base.loaded_modules` (1.5 to 1.12), `Random.default_rng` (1.3 on; a MersenneTwister before 1.7,
+# a TaskLocalRNG from 1.7). Each is guarded, so a Julia without one takes the safe side.
 
 const ORIG_STDIO = Ref{Any}(nothing)
 const BASE_ENV = Dict{String,String}()
 const BASE_ENV_MARK = Ref{Vector{UInt}}(UInt[])
 const BASE_CWD = Ref("")
+const BASE_PATHS = Ref{Vector{Vector{String}}}([String[], String[]])  # LOAD_PATH, DEPOT_PATH
 const RANDOM_ID = Base.PkgId(Base.UUID("9a3f8284-a2c9-5f02-9a11-845980a1fd5c"), "Random")
 # The field of Method that holds the world it was added in: `primary_world` on 1.5 to 1.12.
 const WORLD_FIELD = something(findfirst(in((:primary_world, :min_world)), fieldnames(Method)), 0)
@@ -36,6 +45,7 @@ struct StateBefore
     main_usings::Int
     work::Int
     atexit::Int
+    packages::Int
     rng::Any
     saved_env::Union{Nothing,Dict{String,String}}   # a session's process state, put back after
     saved_cwd::String
@@ -77,10 +87,14 @@ function record_baseline()
     merge!(BASE_ENV, Dict(ENV))
     BASE_ENV_MARK[] = env_mark()
     BASE_CWD[] = pwd()
+    BASE_PATHS[] = [copy(LOAD_PATH), copy(DEPOT_PATH)]
     ORIG_STDIO[] = (stdin, stdout, stderr)
 end
 
 function restore_env_and_cwd!()::String
+    for (now, want) in zip((LOAD_PATH, DEPOT_PATH), BASE_PATHS[])
+        now == want || (empty!(now); append!(now, want))
+    end
     if env_changed()
         set_env!(BASE_ENV)
         BASE_ENV_MARK[] = env_mark()    # setenv made new strings
@@ -157,7 +171,7 @@ function capture_state(fresh::Bool, keep::Bool)::StateBefore
         end
     end
     return StateBefore(world(), main_bindings(), main_usings(), pending_work(), atexit_count(),
-                       fresh ? rng_mark() : nothing, saved_env, saved_cwd)
+                       length(Base.loaded_modules), fresh ? rng_mark() : nothing, saved_env, saved_cwd)
 end
 
 """After a call: put back what can be put back (plain calls only) and return the reason word why the
@@ -165,6 +179,8 @@ worker must be retired, "" if none. `interrupted`: the call was stopped, so its 
 interrupted `sleep` may leave a timer armed (harmless, not counted)."""
 function settle_state(before::StateBefore, mod::Module, code::String, fresh::Bool, interrupted::Bool)::String
     reason = stdio_reason()
+    # A package's own methods are many and not the call's: no need to look at them one by one.
+    isempty(reason) && length(Base.loaded_modules) > before.packages && (reason = "package")
     if isempty(reason) && world() != before.world
         reason = new_methods_reason(before.world, mod, code)
     end

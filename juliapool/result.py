@@ -91,8 +91,8 @@ class ExecReply:
     # (The timeout note is in both; notes about a dead worker or a lost session only in the strings.)
     stdout_bytes: bytes = b""
     stderr_bytes: bytes = b""
-    # Why the worker cannot serve another caller after this call ("" = clean): "stdio", "piracy",
-    # "main", "task", "cwd" (PROTOCOL.md, `O` frame). The pool retires it before anyone else uses it.
+    # Why the worker cannot serve another caller after this call ("" = clean): "stdio", "package",
+    # "piracy", "main", "task", "cwd" (PROTOCOL.md, `O` frame). The pool retires it before anyone else uses it.
     retire_reason: str = ""
 
     @property

@@ -52,6 +52,24 @@ def test_working_directory_is_put_back_on_the_same_worker(pool, tmp_path):
     assert same
 
 
+def test_load_path_is_put_back_on_the_same_worker(pool, tmp_path):
+    first, second, same = leak_then_check(pool, f'push!(LOAD_PATH, "{tmp_path}"); empty!(DEPOT_PATH)',
+                                          f'println("{tmp_path}" in LOAD_PATH, " ", isempty(DEPOT_PATH))')
+    assert first.retire_reason == ""
+    assert second.stdout == "false false\n"
+    assert same
+
+
+def test_a_package_the_worker_did_not_have_retires_it(pool, tmp_path):
+    (tmp_path / "JuliapoolLeakPkg.jl").write_text("module JuliapoolLeakPkg\nf() = 7\nBase.length(::Symbol) = 0\nend\n")
+    first, second, same = leak_then_check(
+        pool, f'push!(LOAD_PATH, "{tmp_path}"); using JuliapoolLeakPkg; println(JuliapoolLeakPkg.f())',
+        'println(any(m -> nameof(m) == :JuliapoolLeakPkg, values(Base.loaded_modules)), " ", applicable(length, :a))')
+    assert (first.stdout, first.retire_reason) == ("7\n", "package"), first
+    assert second.stdout == "false false\n"
+    assert not same
+
+
 def test_global_rng_is_seeded_afresh_after_random_seed(pool):
     # What the leaked stream would give next: the second number after seed!(7).
     seeded = pool.execute("using Random; Random.seed!(7); a = rand(); println(a, \" \", rand())").stdout.split()
