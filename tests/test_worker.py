@@ -18,7 +18,7 @@ import pytest
 
 from conftest import pid_alive, wait_until
 from juliapool.recipe import BASE_FLAGS, StartRecipe
-from juliapool.result import EXITED, NOT_INTERRUPTIBLE, WorkerEnd
+from juliapool.result import EXITED, NOT_INTERRUPTIBLE, SHUT_DOWN, WorkerEnd
 from juliapool.worker import Worker
 
 pytestmark = pytest.mark.timeout(120)
@@ -70,7 +70,7 @@ def test_a_healthy_idle_worker_ends_by_quit(make_worker):
     worker = make_worker()
     pid = worker.pid
     assert worker.execute('println("up")').stdout == "up\n"
-    assert worker.stop(STEP) == "quit"
+    assert worker.stop(STEP, SHUT_DOWN) == "quit"  # as pool.shutdown() stops each worker
     assert (worker.ended_by, worker.poll(), worker.alive) == ("quit", 0, False)
     assert not pid_alive(pid)
     assert worker.stop(STEP) == "quit", "stopping again changes nothing"
