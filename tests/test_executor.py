@@ -74,8 +74,6 @@ def test_executor_signature_keeps_the_seed_names_and_defaults():
     enable = inspect.signature(JuliaExecutor.enable_process_pool).parameters
     assert [(n, enable[n].default) for n in list(enable)[:2]] == [("size", 4), ("timeout", 60)]
     assert all(enable[n].kind is inspect.Parameter.KEYWORD_ONLY for n in list(enable)[2:])
-    for name in ("run", "enable_process_pool", "shutdown_pool", "is_pool_enabled"):
-        assert callable(getattr(JuliaExecutor, name))
 
 
 @pytest.mark.timeout(240)

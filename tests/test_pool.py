@@ -6,6 +6,7 @@ Crashes, timeouts and interrupts are in test_faults.py; sessions in test_session
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import os
@@ -29,6 +30,15 @@ def jl_str(text: str) -> str:
     return json.dumps(text).replace("$", "\\$")
 
 
+POOL_TAG = "JULIAPOOL_TEST_POOL"  # set to a value of its own in one pool's env: finds that pool's processes
+
+
+def stats(pool: JuliaProcessPool, *keys: str) -> tuple:
+    """Some of pool.get_stats(), in the order asked."""
+    got = pool.get_stats()
+    return tuple(got[k] for k in keys)
+
+
 def no_worker_frames(stderr: str) -> None:
     assert "worker.jl" not in stderr and "include_string" not in stderr and "JuliaPoolWorker" not in stderr, stderr
 
@@ -49,13 +59,13 @@ def test_pool_signature_keeps_the_seed_names_and_defaults():
         ("size", 4), ("timeout", 60), ("julia_path", None), ("optimization_flags", True), ("auto_recover", True)]
     execute = inspect.signature(JuliaProcessPool.execute).parameters
     assert list(execute)[:3] == ["self", "code", "timeout"] and execute["timeout"].default is None
-    assert callable(JuliaProcessPool.shutdown)
-    assert hasattr(JuliaProcessPool, "__enter__") and hasattr(JuliaProcessPool, "__exit__")
 
 
-def test_code_exec_result_has_the_seed_fields():
-    r = CodeExecResult("out", "err", 3)
-    assert (r.stdout, r.stderr, r.exit_code) == ("out", "err", 3)
+def test_code_exec_result_has_the_seed_fields_first_and_only_optional_ones_after():
+    fields = [(f.name, f.default) for f in dataclasses.fields(CodeExecResult)]
+    assert fields[:3] == [("stdout", dataclasses.MISSING), ("stderr", dataclasses.MISSING),
+                          ("exit_code", dataclasses.MISSING)]
+    assert all(default is not dataclasses.MISSING for _, default in fields[3:]), fields
 
 
 def test_execute_returns_stdout_and_exit_code_0(shared_pool):
@@ -332,8 +342,12 @@ def test_shutdown_is_idempotent_and_a_closed_pool_refuses_work():
         assert pid_alive(child)
         pids = pool.worker_pids()
     assert pool.closed
+    closed = pool.get_stats()
+    assert stats(pool, "closed", "workers", "idle", "busy", "starting", "sessions", "calls") == (
+        True, 0, 0, 0, 0, 0, 3), closed
     pool.shutdown()
     pool.shutdown()
+    assert pool.get_stats() == closed, "shutting down again changes nothing"
     with pytest.raises(PoolShutDownError) as info:
         pool.execute("1")
     assert isinstance(info.value, RuntimeError)
@@ -441,15 +455,6 @@ def test_worker_holding_a_session_is_not_recycled(recycling_pool):
 
 
 # ---- start-up --------------------------------------------------------------------------------------
-
-POOL_TAG = "JULIAPOOL_TEST_POOL"  # set to a value of its own in one pool's env: finds that pool's processes
-
-
-def stats(pool: JuliaProcessPool, *keys: str) -> tuple:
-    """Some of pool.get_stats(), in the order asked."""
-    got = pool.get_stats()
-    return tuple(got[k] for k in keys)
-
 
 def test_wait_false_starts_one_worker_and_the_others_after_the_first_call(monkeypatch):
     import juliapool.workers as pool_module  # the start policy lives there
