@@ -162,6 +162,7 @@ result instead of ending the worker, which would lose the notebook's state.
 """
 function handle_guarded(frame::Frame)
     try
+        inject_fault(frame.kind)
         handle(frame)
     catch e
         e isa InterruptException && rethrow()
@@ -170,10 +171,18 @@ function handle_guarded(frame::Frame)
     end
 end
 
+# Fault injection for tests: $JULIAPOOL_FAIL_REQUESTS lists request kinds (letters, e.g. "CIK")
+# whose handling fails at once with an error of the worker's own, as a bug in it would.
+function inject_fault(kind::Char)
+    kinds = get(ENV, "JULIAPOOL_FAIL_REQUESTS", "")
+    (isempty(kinds) || kind == 'Q' || !(kind in kinds)) && return
+    error("injected fault in a $(repr(kind)) request (\$JULIAPOOL_FAIL_REQUESTS)")
+end
+
 function log_worker_error(what::String, e, bt)
     try
-        msg = sprint(showerror, e, bt)
-        println(stderr, "juliapool worker: internal error in ", what, " (answered with an empty result): ", msg)
+        msg = sprint(showerror, e, bt)     # one write, so that it is logged as one message
+        print(stderr, string("juliapool worker: internal error in ", what, " (answered with an empty result): ", msg, "\n"))
         flush(stderr)
     catch
     end

@@ -438,6 +438,20 @@ class Worker:
         except WorkerDiedError:
             pass
 
+    def _log_request_stderr(self, fd: Optional[int] = None) -> None:
+        """The worker reports its own errors in a short request on stderr, and answers with an empty
+        result (PROTOCOL.md): log what is there now (the fds are non-blocking)."""
+        if fd is None:
+            fd = next(f for f, name in self._out_fds.items() if name == "stderr")
+        data = b""
+        while True:
+            chunk = self._read(fd)
+            if not chunk:
+                break
+            data += chunk
+        if data:
+            log.warning("%s: %s", self.name, data.decode("utf-8", errors="replace").rstrip())
+
     def request(self, kind: str, fields: Sequence[protocol.Field], timeout: float = 30.0) -> Frame:
         """A short request that answers with one `R` frame (complete, inspect, is_complete, ping, drop)."""
         with self._busy:
@@ -459,12 +473,10 @@ class Worker:
                             raise WorkerDiedError(describe_exit(self.proc.wait() if self.proc else None))
                         for frame in frames:
                             if frame.id == rid and frame.kind == "R":
+                                self._log_request_stderr()  # written before the reply
                                 return frame
                     elif key.data in STREAMS:
-                        # Completion code may print: it belongs to nobody. The worker logs its own
-                        # errors in a request to stderr (it answers with an empty result): keep those.
-                        data = self._read(key.fd)
-                        if data and key.data == "stderr":
-                            log.warning("%s: %s", self.name, data.decode("utf-8", errors="replace").rstrip())
+                        # Completion code may print: it belongs to nobody. What goes to stderr is logged.
+                        self._log_request_stderr(key.fd) if key.data == "stderr" else self._read(key.fd)
                     elif key.data == "exit":
                         raise WorkerDiedError(describe_exit(self.proc.wait() if self.proc else None))
