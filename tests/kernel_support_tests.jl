@@ -10,8 +10,10 @@ const COMPILE_MIN = Int8(3)
 with_compile(f, mode::Int8) = f()          # the worker switches Julia's compiler here
 display_bundle(x) = mime_bundle(x)
 const ACTIVE_MODULE = Ref{Module}(Main)
+include(joinpath(@__DIR__, "..", "julia", "protocol.jl"))
 include(joinpath(@__DIR__, "..", "julia", "compat.jl"))
 include(joinpath(@__DIR__, "..", "julia", "kernel_support.jl"))
+include(joinpath(@__DIR__, "..", "julia", "notebook.jl"))   # display(mime, x) of raw data
 end
 W = JuliaPoolWorker
 m = Module(:UserMod)

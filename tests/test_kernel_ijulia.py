@@ -126,6 +126,8 @@ class IJuliaSampleTests(jkt.KernelTests):
         hidden, _ = self.run_cell("43;")
         assert self.value("ans") == "43"  # a trailing `;` hides the value, not ans
         assert self.value(f"haskey(Out, {hidden['execution_count']})") == "false"
+        itself, _ = self.run_cell("Out")
+        assert self.value(f"haskey(Out, {itself['execution_count']})") == "false"  # not stored in itself
         self.run_cell("44", silent=True)
         assert self.value("ans") == "44"
         self.run_cell("IJulia.clear_history()")
