@@ -444,7 +444,7 @@ class Worker:
         if fd is None:
             fd = next(f for f, name in self._out_fds.items() if name == "stderr")
         data = b""
-        while True:
+        for _ in range(64):  # bounded: a background task may be printing all the time
             chunk = self._read(fd)
             if not chunk:
                 break
