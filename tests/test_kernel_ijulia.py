@@ -184,6 +184,15 @@ class IJuliaSampleTests(jkt.KernelTests):
         assert reply["content"]["status"] == "ok"
         assert self.value("ans") == '"xyz"'
 
+    def test_readprompt(self) -> None:
+        self.flush_channels()
+        self.kc.execute('IJulia.readprompt("Secret? "; password=true)', allow_stdin=True)
+        request = self.kc.get_stdin_msg(timeout=30)
+        assert request["content"] == {"prompt": "Secret? ", "password": True}
+        self.kc.input("42")
+        assert self.get_non_kernel_info_reply(timeout=30)["content"]["status"] == "ok"
+        assert self.value("ans") == '"42"'
+
     # ---- the worker's own failures never cost the notebook its worker ------------------------------
 
     def test_failing_handlers_keep_the_worker_and_its_state(self) -> None:
