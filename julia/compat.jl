@@ -33,6 +33,9 @@ function set_global(m::Module, name::Symbol, value)
     return nothing
 end
 
+# Reading a module's global: Core.getglobal from 1.9 (getfield on a module is the older spelling).
+global_value(m::Module, name::Symbol) = isdefined(Core, :getglobal) ? Core.getglobal(m, name) : getfield(m, name)
+
 # Completion ----------------------------------------------------------------------------------
 
 # REPLCompletions.completion_text(c) is what a completion inserts, on 1.5 to 1.11. 1.12 dropped its
@@ -52,7 +55,7 @@ end
 # `Main.Snippet`"; base/errorshow.jl at v1.11.7 and v1.12.5). `julia -e` says `Main`: the snippet's
 # module stands for Main there, as it does in printed types.
 function as_in_main(e, mod::Module)
-    if e isa UndefVarError && hasfield(UndefVarError, :scope) && getfield(e, :scope) === mod
+    if e isa UndefVarError && isdefined(e, :scope) && getfield(e, :scope) === mod   # unset when thrown without one
         return UndefVarError(e.var, Main)
     end
     return e
@@ -89,7 +92,7 @@ function visible_as_main(sym::Symbol, parent::Module, from::Module)::Bool
     try
         isdefined(from, sym) && isdefined(parent, sym) || return false
         Base.isdeprecated(parent, sym) && return false
-        return getfield(from, sym) === getfield(parent, sym)
+        return global_value(from, sym) === global_value(parent, sym)
     catch
         return false
     end

@@ -144,9 +144,9 @@ function record_cell!(mod::Module, source::String, value, history::String, code:
         set_global(mod, :ans, value)
         n = parse(Int, history)
         n > 0 || return
-        inputs = getfield(mod, :In)
+        inputs = global_value(mod, :In)
         inputs isa AbstractDict && (inputs[n] = source)
-        outputs = getfield(mod, :Out)
+        outputs = global_value(mod, :Out)
         # (`Out` as a cell's value is not stored in itself, as IJulia decided: JuliaLang/julia#3066.)
         if outputs isa AbstractDict && value !== nothing && value !== outputs && !REPL.ends_with_semicolon(code)
             outputs[n] = value

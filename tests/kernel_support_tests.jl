@@ -127,7 +127,7 @@ end
   # UndefVarError names Main where it has a scope (1.11+); unchanged without one (1.5).
   e = W.as_in_main(UndefVarError(:nope), m)
   @test e isa UndefVarError && e.var === :nope
-  hasfield(UndefVarError, :scope) && @test getfield(e, :scope) !== m
+  isdefined(e, :scope) && @test getfield(e, :scope) !== m
   # Our visibility rule: the running module counts as Main; other names must mean the same object.
   Core.eval(m, :(struct Seen end))
   W.ACTIVE_MODULE[] = m
