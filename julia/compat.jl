@@ -18,9 +18,23 @@ compat_forced(name::AbstractString)::Bool =
 # is how one tells. There, and when forced, a `const` declaration is evaluated instead.
 const BINDING_PARTITIONS = isdefined(Core, :BindingPartition)
 
-# A plain (non-constant) global: an assignment evaluated in the module works the same on 1.5 to
-# 1.12 (Core.setglobal! exists only from 1.9, and 1.12 wants bindings declared first).
-set_global(m::Module, name::Symbol, value) = (Core.eval(m, Expr(:(=), name, QuoteNode(value))); nothing)
+# A plain (non-constant) global, set after every notebook cell (`ans`). An evaluated assignment is
+# lowered first (~2 ms in the interpreted worker on 1.5), so it only makes a new name (1.12 wants a
+# global declared before setglobal!, base/docs/basedocs.jl at v1.12.5); an existing one is set
+# directly: Core.setglobal! from 1.9, jl_set_global (src/module.c) before.
+function set_global(m::Module, name::Symbol, value)
+    if !isdefined(m, name)
+        Core.eval(m, Expr(:(=), name, QuoteNode(value)))
+    elseif isdefined(Core, :setglobal!)
+        Core.setglobal!(m, name, value)
+    else
+        ccall(:jl_set_global, Cvoid, (Any, Any, Any), m, name, value)
+    end
+    return nothing
+end
+
+# Reading a module's global: Core.getglobal from 1.9 (getfield on a module is the older spelling).
+global_value(m::Module, name::Symbol) = isdefined(Core, :getglobal) ? Core.getglobal(m, name) : getfield(m, name)
 
 # Completion ----------------------------------------------------------------------------------
 
@@ -41,7 +55,7 @@ end
 # `Main.Snippet`"; base/errorshow.jl at v1.11.7 and v1.12.5). `julia -e` says `Main`: the snippet's
 # module stands for Main there, as it does in printed types.
 function as_in_main(e, mod::Module)
-    if e isa UndefVarError && hasfield(UndefVarError, :scope) && getfield(e, :scope) === mod
+    if e isa UndefVarError && isdefined(e, :scope) && getfield(e, :scope) === mod   # unset when thrown without one
         return UndefVarError(e.var, Main)
     end
     return e
@@ -78,7 +92,7 @@ function visible_as_main(sym::Symbol, parent::Module, from::Module)::Bool
     try
         isdefined(from, sym) && isdefined(parent, sym) || return false
         Base.isdeprecated(parent, sym) && return false
-        return getfield(from, sym) === getfield(parent, sym)
+        return global_value(from, sym) === global_value(parent, sym)
     catch
         return false
     end

@@ -92,7 +92,7 @@ end
 function clear_history()
     mod = W.ACTIVE_MODULE[]
     for name in (:In, :Out)
-        isdefined(mod, name) && getfield(mod, name) isa AbstractDict && empty!(getfield(mod, name))
+        isdefined(mod, name) && W.global_value(mod, name) isa AbstractDict && empty!(W.global_value(mod, name))
     end
     W.set_global(mod, :ans, nothing)
     return nothing

@@ -96,28 +96,6 @@ function Base.display(d::KernelDisplay, m::MIME, x)
     return nothing
 end
 
-"""
-    is_raw_data(mime, x)
-
-IJulia's rule: a string given for a textual MIME type other than text/plain *is* the data
-(`display(MIME("text/html"), "<b>hi</b>")`), as are bytes for a binary one (`image/png`).
-"""
-is_raw_data(m::MIME, x) =
-    istextmime(m) ? (x isa AbstractString && m != MIME"text/plain"()) : x isa AbstractVector{UInt8}
-
-function mime_display_bundle(m::MIME, x)::Vector{Pair{String,String}}
-    if is_raw_data(m, x)
-        data = istextmime(m) ? String(x) : base64encode(x)
-        # A textual representation is its own best plain-text fallback (IJulia sends it too).
-        return Pair{String,String}["text/plain" => (istextmime(m) ? data : plain_text(x)), string(m) => data]
-    end
-    return with_compile(COMPILE_MIN) do       # as display_bundle: see there why
-        b = Pair{String,String}["text/plain" => plain_text(x)]
-        m == MIME"text/plain"() || push!(b, string(m) => render_mime(m, x))
-        b
-    end
-end
-
 Base.display(d::KernelDisplay, m::AbstractString, x) = display(d, MIME(m), x)
 
 # ---------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 # module (JuliaPoolWorker.jl) after kernel_support.jl:
 #
 #   cell_mapexpr(mod, soft, filename)    each top-level statement evaluated before the next is expanded
+#   mime_display_bundle(mime, x)         display(mime, x), a string for a textual type being the data
 #   prepare_notebook!(mod)               `IJulia`, `In`, `Out`, `ans` in a notebook's module
 #   with_hooks(f)                        IJulia's pre-/post-execute and post-error hooks around a cell
 #   record_cell!(mod, source, value, history, code)   `ans`, `In[n]`, `Out[n]` after a cell
@@ -83,6 +84,31 @@ function eval_in_turn(mod::Module, ex::Expr, filename::String, line::Int)
 end
 
 # ---------------------------------------------------------------------------------------------
+# display(mime, x) of data given as it is (used by KernelDisplay, kernel_support.jl)
+
+"""
+    is_raw_data(mime, x)
+
+IJulia's rule: a string given for a textual MIME type other than text/plain *is* the data
+(`display(MIME("text/html"), "<b>hi</b>")`), as are bytes for a binary one (`image/png`).
+"""
+is_raw_data(m::MIME, x) =
+    istextmime(m) ? (x isa AbstractString && m != MIME"text/plain"()) : x isa AbstractVector{UInt8}
+
+function mime_display_bundle(m::MIME, x)::Vector{Pair{String,String}}
+    if is_raw_data(m, x)
+        data = istextmime(m) ? String(x) : base64encode(x)
+        # A textual representation is its own best plain-text fallback (IJulia sends it too).
+        return Pair{String,String}["text/plain" => (istextmime(m) ? data : plain_text(x)), string(m) => data]
+    end
+    return with_compile(COMPILE_MIN) do       # as display_bundle: see there why
+        b = Pair{String,String}["text/plain" => plain_text(x)]
+        m == MIME"text/plain"() || push!(b, string(m) => render_mime(m, x))
+        b
+    end
+end
+
+# ---------------------------------------------------------------------------------------------
 # The names a notebook module gets: IJulia, In, Out, ans
 
 """
@@ -118,10 +144,11 @@ function record_cell!(mod::Module, source::String, value, history::String, code:
         set_global(mod, :ans, value)
         n = parse(Int, history)
         n > 0 || return
-        inputs = getfield(mod, :In)
+        inputs = global_value(mod, :In)
         inputs isa AbstractDict && (inputs[n] = source)
-        outputs = getfield(mod, :Out)
-        if outputs isa AbstractDict && value !== nothing && !REPL.ends_with_semicolon(code)
+        outputs = global_value(mod, :Out)
+        # (`Out` as a cell's value is not stored in itself, as IJulia decided: JuliaLang/julia#3066.)
+        if outputs isa AbstractDict && value !== nothing && value !== outputs && !REPL.ends_with_semicolon(code)
             outputs[n] = value
         end
     catch e
@@ -162,6 +189,7 @@ result instead of ending the worker, which would lose the notebook's state.
 """
 function handle_guarded(frame::Frame)
     try
+        inject_fault(frame.kind)
         handle(frame)
     catch e
         e isa InterruptException && rethrow()
@@ -170,10 +198,18 @@ function handle_guarded(frame::Frame)
     end
 end
 
+# Fault injection for tests: $JULIAPOOL_FAIL_REQUESTS lists request kinds (letters, e.g. "CIK")
+# whose handling fails at once with an error of the worker's own, as a bug in it would.
+function inject_fault(kind::Char)
+    kinds = get(ENV, "JULIAPOOL_FAIL_REQUESTS", "")
+    (isempty(kinds) || kind == 'Q' || !(kind in kinds)) && return
+    error("injected fault in a $(repr(kind)) request (\$JULIAPOOL_FAIL_REQUESTS)")
+end
+
 function log_worker_error(what::String, e, bt)
     try
-        msg = sprint(showerror, e, bt)
-        println(stderr, "juliapool worker: internal error in ", what, " (answered with an empty result): ", msg)
+        msg = sprint(showerror, e, bt)     # one write, so that it is logged as one message
+        print(stderr, string("juliapool worker: internal error in ", what, " (answered with an empty result): ", msg, "\n"))
         flush(stderr)
     catch
     end

@@ -23,7 +23,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from .errors import WorkerDiedError, WorkerStartError
 from .execution import INTERRUPT, KILL, NO_LIMITS, DisplayCallback, Execution, InputCallback, Limits, OutputCallback
 from .jobs import Answer, Hello
-from .process import EXIT, REPLY, STREAMS, Event, WorkerProcess, describe_exit
+from .process import EXIT, REPLY, STDERR, STREAMS, Event, WorkerProcess, describe_exit
 from .protocol import (FRESH_MODULE, PLAIN, ExecOptions, Frame, FrameReader, Request, bundle_from_fields,
                        encode_frame, new_nonce)
 from .result import NO_ANSWER, ExecReply
@@ -337,7 +337,15 @@ class Worker:
                                           f"{timeout}s; it was killed")
                 raise WorkerDiedError(describe_exit(self.poll()))
             assert job.frame is not None
+            self._log_request_stderr()
             return job.frame
+
+    def _log_request_stderr(self) -> None:
+        """The worker reports its own errors in a short request on stderr, written before its empty
+        answer (PROTOCOL.md): log what is there now, so it is not taken for a stray task's output."""
+        for what, data in self.process.read_events(0):
+            if what == STDERR and data:
+                log.warning("%s: %s", self.name, data.decode("utf-8", errors="replace").rstrip())
 
     def complete(self, module: str, code: str, cursor: int) -> Tuple[List[str], int, int]:
         """REPL completions at byte offset `cursor`: (matches, start, stop) in bytes."""

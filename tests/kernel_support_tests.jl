@@ -10,8 +10,10 @@ const COMPILE_MIN = Int8(3)
 with_compile(f, mode::Int8) = f()          # the worker switches Julia's compiler here
 display_bundle(x) = mime_bundle(x)
 const ACTIVE_MODULE = Ref{Module}(Main)
+include(joinpath(@__DIR__, "..", "julia", "protocol.jl"))
 include(joinpath(@__DIR__, "..", "julia", "compat.jl"))
 include(joinpath(@__DIR__, "..", "julia", "kernel_support.jl"))
+include(joinpath(@__DIR__, "..", "julia", "notebook.jl"))   # display(mime, x) of raw data
 end
 W = JuliaPoolWorker
 m = Module(:UserMod)
@@ -125,7 +127,7 @@ end
   # UndefVarError names Main where it has a scope (1.11+); unchanged without one (1.5).
   e = W.as_in_main(UndefVarError(:nope), m)
   @test e isa UndefVarError && e.var === :nope
-  hasfield(UndefVarError, :scope) && @test getfield(e, :scope) !== m
+  isdefined(e, :scope) && @test getfield(e, :scope) !== m
   # Our visibility rule: the running module counts as Main; other names must mean the same object.
   Core.eval(m, :(struct Seen end))
   W.ACTIVE_MODULE[] = m

@@ -59,6 +59,7 @@ class JuliaKernelTests(jkt.KernelTests):
         {"code": "display(\"text/plain\", 5)", "mime": "text/plain"},
     ]
     code_inspect_sample = "sin"
+    code_clear_output = "IJulia.clear_output()"
     supported_history_operations = ("tail", "range", "search")
     code_history_pattern = "1 + *"
 

@@ -126,6 +126,8 @@ class IJuliaSampleTests(jkt.KernelTests):
         hidden, _ = self.run_cell("43;")
         assert self.value("ans") == "43"  # a trailing `;` hides the value, not ans
         assert self.value(f"haskey(Out, {hidden['execution_count']})") == "false"
+        itself, _ = self.run_cell("Out")
+        assert self.value(f"haskey(Out, {itself['execution_count']})") == "false"  # not stored in itself
         self.run_cell("44", silent=True)
         assert self.value("ans") == "44"
         self.run_cell("IJulia.clear_history()")
@@ -181,6 +183,15 @@ class IJuliaSampleTests(jkt.KernelTests):
         reply = self.get_non_kernel_info_reply(timeout=30)
         assert reply["content"]["status"] == "ok"
         assert self.value("ans") == '"xyz"'
+
+    def test_readprompt(self) -> None:
+        self.flush_channels()
+        self.kc.execute('IJulia.readprompt("Secret? "; password=true)', allow_stdin=True)
+        request = self.kc.get_stdin_msg(timeout=30)
+        assert request["content"] == {"prompt": "Secret? ", "password": True}
+        self.kc.input("42")
+        assert self.get_non_kernel_info_reply(timeout=30)["content"]["status"] == "ok"
+        assert self.value("ans") == '"42"'
 
     # ---- the worker's own failures never cost the notebook its worker ------------------------------
 

@@ -2,7 +2,9 @@
 
     front end --ZMQ--> ipykernel (shell messages: main thread's asyncio loop; control: own thread)
       execute_request  -> do_execute -> executor thread: session.run(...) -> the notebook's worker
-                            on_output / on_display (that thread) -> iopub (thread-safe socket)
+                            on_output / on_display (that thread) -> iopub (thread-safe socket):
+                            stream, display_data, and for IJulia's calls clear_output and
+                            update_display_data; then user_expressions, each one more run
                             on_input (that thread) -> stdin socket: input_request / input_reply
       complete / inspect / is_complete -> session.complete / inspect / is_complete
       interrupt: SIGINT to this process (kernelspec interrupt_mode "signal") or interrupt_request
