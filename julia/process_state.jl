@@ -132,8 +132,13 @@ end
 
 # ---- Main --------------------------------------------------------------------------------------
 
+# Names the worker itself puts into Main: `IJulia` once a notebook cell ran (notebook.jl). They are
+# not the code's changes, so they retire no worker.
+const WORKER_MAIN_NAMES = (:IJulia,)
+
 function main_bindings()::Vector{Pair{Symbol,Any}}
-    [n => (isdefined(Main, n) && !isconst(Main, n) ? getfield(Main, n) : nothing) for n in names(Main; all = true)]
+    [n => (isdefined(Main, n) && !isconst(Main, n) ? getfield(Main, n) : nothing)
+     for n in names(Main; all = true) if !(n in WORKER_MAIN_NAMES)]
 end
 
 main_usings() = try length(ccall(:jl_module_usings, Any, (Any,), Main)) catch; 0 end

@@ -184,3 +184,19 @@ def test_session_whose_code_closes_stdout_goes_on_on_a_new_worker(pool):
         r = s.execute('println(isdefined(@__MODULE__, :x))')
         assert r.worker_restarted and r.stdout == "false\n"
         assert "closed the worker's stdout or stderr" in r.stderr
+
+
+@pytest.mark.timeout(120)
+def test_notebook_cells_and_the_kernels_warm_up_retire_no_worker():
+    """The worker's own notebook machinery (the IJulia module it puts into Main, In/Out/ans, display)
+    is not the code's change: a kernel-like pool keeps its workers."""
+    with JuliaProcessPool(size=1, warm_kernel=True, fast_start=True, wait=False) as nb_pool:
+        session = nb_pool.session("nb")
+        pid = int(session.run("getpid()").result["text/plain"])
+        for cell in ["x = 1", "ans + 1", "display([1, 2])", "IJulia.clear_output()", "?sin"]:
+            reply = session.run(cell, history=1)
+            assert (reply.status, reply.retire_reason) == ("ok", ""), (cell, reply)
+        session.close()
+        assert nb_pool.execute("println(getpid())").stdout == f"{pid}\n"
+        stats = nb_pool.get_stats()
+        assert (stats["recycled"], stats["restarts"], stats["retired"]) == (0, 0, {}), stats
