@@ -295,3 +295,60 @@ function big_data(@nospecialize(ex), mod)::Bool
     end
     return false
 end
+
+# ---- backtraces as `julia -e` prints them ---------------------------------------------------
+
+# Julia names a frame's file `./none` when the frame ran compiled code and `none` when it was
+# interpreted (the debug info of compiled code carries the directory "."). Under `julia -e` every
+# method is compiled, and so is a top-level statement with a loop. Where this policy interpreted
+# such a frame, it is shown as `julia -e` would show it. (Checked on 1.5.3; Base.InterpreterIP
+# and StackFrame's fields are the same on 1.5 to 1.12; on any failure the frames are left alone.)
+
+"The user's frames, each as `julia -e` would name its file."
+function julia_e_frames(bt::Vector)
+    POLICY[] == "compiled" && return bt
+    try
+        frames = StackTraces.StackFrame[]
+        for ip in bt
+            relocate = ip isa Base.InterpreterIP && compiled_under_julia_e(ip.code)
+            for f in StackTraces.lookup(ip)
+                push!(frames, relocate ? compiled_name(f) : f)
+            end
+        end
+        return frames
+    catch
+        return bt
+    end
+end
+
+compiled_under_julia_e(@nospecialize(code)) = code isa Core.MethodInstance ||
+    (code isa Core.CodeInfo && only_our_mark(code) && has_backward_branch(code))
+
+const DEFINING = (:method, :struct_type, :abstract_type, :primitive_type, :const, :thunk, :toplevel,
+                  :module, :using, :import, :export)
+
+"The statement defines nothing but our INTERPRET_MARK's `copyast`: without it, Julia compiles it."
+function only_our_mark(code::Core.CodeInfo)
+    copies = 0
+    for s in code.code
+        s isa Expr || continue
+        s.head in DEFINING && return false
+        copies += s.head === :copyast || (s.head === :(=) && s.args[2] isa Expr && s.args[2].head === :copyast)
+    end
+    return copies == 1
+end
+
+function has_backward_branch(code::Core.CodeInfo)
+    for (i, s) in enumerate(code.code)
+        s isa Core.GotoNode && s.label <= i && return true
+        s isa Expr && s.head === :gotoifnot && s.args[2] isa Int && s.args[2] <= i && return true
+        isdefined(Core, :GotoIfNot) && s isa getfield(Core, :GotoIfNot) && getfield(s, :dest) <= i && return true
+    end
+    return false
+end
+
+function compiled_name(f::StackTraces.StackFrame)
+    file = string(f.file)
+    (isempty(file) || isabspath(file) || startswith(file, "./")) && return f
+    return StackTraces.StackFrame(f.func, Symbol("./", file), f.line, f.linfo, f.from_c, f.inlined, f.pointer)
+end
