@@ -29,7 +29,7 @@ from typing import Any, Callable, Dict, List, Sequence
 
 from juliapool import JuliaExecutor, JuliaProcessPool, __version__
 from juliapool.cli import format_duration as fmt
-from juliapool.sysimage import find_sysimage
+from juliapool.paths import find_sysimage
 from juliapool.discovery import find_julia, julia_version
 
 ROOT = Path(__file__).resolve().parent.parent

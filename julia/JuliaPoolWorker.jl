@@ -71,7 +71,7 @@ function emit_display(bundle::Vector{Pair{String,String}})
     req.display_seq += 1
     seq = string(req.display_seq, base = 16, pad = 8)
     write_marker(req, seq)
-    disable_sigint(() -> send_frame('M', req.id, [seq; bundle_fields(bundle)]))
+    disable_sigint(() -> send_frame(DISPLAY, req.id, [seq; bundle_fields(bundle)]))
 end
 
 "Called when user code reads stdin in a kernel cell that allows it: ask the front end."
@@ -79,7 +79,7 @@ function ask_front_end(prompt::String, password::Bool)::String
     req = CURRENT[]
     req === nothing && return ""
     disable_sigint() do
-        send_frame('N', req.id, [prompt, password ? "1" : "0"])
+        send_frame(INPUT, req.id, [prompt, password ? "1" : "0"])
         reply = read_frame(REQ_IO[])
         reply === nothing && exit(0)
         return field_string(reply, 1)
@@ -126,20 +126,20 @@ function error_fields(mod::Module, err, bt)
 end
 
 function evaluate(mod::Module, code::String, filename::String, flags::String)
-    kernel = 'k' in flags
+    kernel = FLAG_NOTEBOOK in flags
     try
         code = kernel ? rewrite_cell(code) : code
-        run() = include_user_code(mod, code, filename, 's' in flags)     # compilation.jl
-        value = kernel ? with_kernel_io(run, 'i' in flags) : run()
+        run() = include_user_code(mod, code, filename, FLAG_SOFT_SCOPE in flags)     # compile_policy.jl
+        value = kernel ? with_kernel_io(run, FLAG_ALLOW_INPUT in flags) : run()
         fields = ["ok", "", "", ""]
-        if 'r' in flags && value !== nothing && !REPL.ends_with_semicolon(code)
+        if FLAG_WANT_RESULT in flags && value !== nothing && !REPL.ends_with_semicolon(code)
             append!(fields, bundle_fields(display_bundle(value)))
         end
         return fields
     catch err
         fields = error_fields(mod, err, catch_backtrace())
         # An interrupt is Python's doing (a timeout or an explicit interrupt): Python reports it.
-        if 'p' in flags && !(unwrap(err) isa InterruptException)
+        if FLAG_PRINT_ERRORS in flags && !(unwrap(err) isa InterruptException)
             print(stderr, fields[4])
             flush(stderr)
         end
@@ -212,43 +212,52 @@ function handle_exec(frame::Frame)
     CURRENT[] = nothing
     ACTIVE_MODULE[] = Main
     write_marker(req, END_SEQ)
-    send_frame('O', frame.id, fields)
+    send_frame(DONE, frame.id, fields)
 end
 
 # ---------------------------------------------------------------------------------------------
 # The other requests.
 
-function reply(frame::Frame, fields)
-    send_frame('R', frame.id, fields)
+reply(frame::Frame, fields) = send_frame(RESULT, frame.id, fields)
+
+function handle_complete(frame::Frame)
+    mod = module_for(field_string(frame, 1))
+    start, stop, matches = complete(mod, field_string(frame, 2), parse(Int, field_string(frame, 3)))
+    reply(frame, [string(start); string(stop); matches])
 end
 
+function handle_inspect(frame::Frame)
+    mod = module_for(field_string(frame, 1))
+    bundle = inspect(mod, field_string(frame, 2), parse(Int, field_string(frame, 3)), parse(Int, field_string(frame, 4)))
+    reply(frame, [isempty(bundle) ? "0" : "1"; bundle_fields(bundle)])
+end
+
+function handle_is_complete(frame::Frame)
+    status, indent = is_complete(field_string(frame, 1))
+    reply(frame, [status, indent])
+end
+
+function handle_drop(frame::Frame)
+    delete!(SESSIONS, field_string(frame, 1))
+    reply(frame, String[])
+end
+
+handle_ping(frame::Frame) = reply(frame, String[])
+
+function handle_quit(frame::Frame)
+    flush(stdout); flush(stderr)
+    exit(0)
+end
+
+# One handler per request kind (PROTOCOL.md, "Requests").
+const HANDLERS = Dict{Char,Function}(
+    EXEC => handle_exec, COMPLETE => handle_complete, INSPECT => handle_inspect,
+    IS_COMPLETE => handle_is_complete, DROP => handle_drop, PING => handle_ping, QUIT => handle_quit)
+
 function handle(frame::Frame)
-    k = frame.kind
-    if k == 'E'
-        handle_exec(frame)
-    elseif k == 'C'
-        mod = module_for(field_string(frame, 1))
-        start, stop, matches = complete(mod, field_string(frame, 2), parse(Int, field_string(frame, 3)))
-        reply(frame, [string(start); string(stop); matches])
-    elseif k == 'I'
-        mod = module_for(field_string(frame, 1))
-        bundle = inspect(mod, field_string(frame, 2), parse(Int, field_string(frame, 3)),
-                         parse(Int, field_string(frame, 4)))
-        reply(frame, [isempty(bundle) ? "0" : "1"; bundle_fields(bundle)])
-    elseif k == 'K'
-        status, indent = is_complete(field_string(frame, 1))
-        reply(frame, [status, indent])
-    elseif k == 'D'
-        delete!(SESSIONS, field_string(frame, 1))
-        reply(frame, String[])
-    elseif k == 'P'
-        reply(frame, String[])
-    elseif k == 'Q'
-        flush(stdout); flush(stderr)
-        exit(0)
-    else
-        error("juliapool worker: unknown request kind $(repr(k))")
-    end
+    handler = get(HANDLERS, frame.kind, nothing)
+    handler === nothing && error("juliapool worker: unknown request kind $(repr(frame.kind))")
+    handler(frame)
 end
 
 "Read the next request; a SIGINT that arrives while idle is ignored."
@@ -302,7 +311,8 @@ function compile_hot_path()
                        (evaluate, (Module, String, String, String)), (wait_interruptible, (Task,)), (pending_work, ()),
                        (encode_frame, (Char, UInt32, Vector{String})), (send_frame, (Char, UInt32, Vector{String})),
                        (fast_write, (P, Int, Vector{UInt8})), (fast_write, (Base.TTY, Int, Vector{UInt8})),
-                       (reply, (Frame, Vector{String})), (compiled, (Function,)), (set_compile, (Int8,)))
+                       (reply, (Frame, Vector{String})), (compiled, (Function,)), (set_compile, (Int8,)),
+                       (handle_ping, (Frame,)), (handle_drop, (Frame,)))
         precompile(f, types) || @debug "precompile failed" f types
     end
 end
@@ -336,7 +346,7 @@ function main(args)
         compile_hot_path()
         warm_up_interrupts()
     end
-    send_frame('H', 0, [string(VERSION), string(getpid())])
+    send_frame(HELLO, 0, [string(VERSION), string(getpid())])
     serve()
 end
 

@@ -8,6 +8,30 @@
 const PROTOCOL_VERSION = "1"
 const END_SEQ = "ffffffff"
 
+# Message kinds, one letter on the wire (Python's twin: `Request` and `Reply` in juliapool/protocol.py).
+# Requests, Python -> Julia:
+const EXEC = 'E'          # module, code, nonce, filename, flags -> output, DISPLAY*, INPUT*, DONE
+const COMPLETE = 'C'      # module, code, cursor                 -> RESULT(start, stop, match*)
+const INSPECT = 'I'       # module, code, cursor, detail         -> RESULT(found, (mime, data)*)
+const IS_COMPLETE = 'K'   # code                                 -> RESULT(status, indent)
+const INPUT_REPLY = 'N'   # text: the answer to an INPUT event
+const DROP = 'D'          # module                               -> RESULT()
+const PING = 'P'          #                                      -> RESULT()
+const QUIT = 'Q'          # exit(0) after flushing
+# Replies and events, Julia -> Python:
+const HELLO = 'H'         # julia version, pid
+const DONE = 'O'          # status, ename, evalue, traceback, lingering, (mime, data)*
+const DISPLAY = 'M'       # seq, (mime, data)*
+const INPUT = 'N'         # prompt, password
+const RESULT = 'R'        # the answer to any request but EXEC and QUIT
+
+# EXEC flags (Python's `ExecOptions.flags()`), one letter each.
+const FLAG_PRINT_ERRORS = 'p'
+const FLAG_NOTEBOOK = 'k'
+const FLAG_SOFT_SCOPE = 's'
+const FLAG_WANT_RESULT = 'r'
+const FLAG_ALLOW_INPUT = 'i'
+
 struct Frame
     kind::Char
     id::UInt32
@@ -74,12 +98,6 @@ function read_frame(io::IO)::Union{Frame,Nothing}
     body = read_exact(io, n)
     length(body) == n || error("juliapool protocol: truncated frame body")
     return decode_body(body)
-end
-
-function write_frame(io::IO, kind::Char, id::Integer, fields)
-    write(io, encode_frame(kind, id, fields))
-    flush(io)
-    return nothing
 end
 
 "Flatten a MIME bundle into alternating mime/data fields."

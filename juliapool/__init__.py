@@ -1,19 +1,23 @@
 """juliapool: run Julia code fast from Python and Jupyter on warm, persistent Julia workers."""
 
 import logging
+from importlib import metadata as _metadata
 
-from .errors import (JuliaNotFoundError, JuliaPoolError, PoolBusyError, PoolShutDownError, WorkerDiedError,
-                     WorkerStartError)
+from .errors import (JuliaNotFoundError, JuliaPoolError, PoolBrokenError, PoolBusyError, PoolShutDownError,
+                     WorkerDiedError, WorkerStartError)
 from .executor import JuliaExecutor
 from .pool import JuliaProcessPool
 from .result import CodeExecResult, ExecReply
 from .session import Session
 
-__version__ = "0.1.0"
+try:
+    __version__ = _metadata.version("juliapool")
+except _metadata.PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"
 __all__ = [
     "CodeExecResult", "ExecReply", "JuliaExecutor", "JuliaProcessPool", "Session",
     "JuliaPoolError", "JuliaNotFoundError", "WorkerStartError", "WorkerDiedError", "PoolShutDownError",
-    "PoolBusyError",
+    "PoolBusyError", "PoolBrokenError",
 ]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

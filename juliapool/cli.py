@@ -21,8 +21,8 @@ from .discovery import JULIA_ENV, find_julia, julia_version
 from .errors import JuliaNotFoundError, JuliaPoolError
 from .executor import JuliaExecutor
 from .pool import JuliaProcessPool
-from .result import TIMEOUT_EXIT_CODE, CodeExecResult
-from .sysimage import SYSIMAGE_ENV, build_sysimage, find_sysimage
+from .result import TIMEOUT_EXIT_CODE, CodeExecResult, trailing_notes
+from .paths import SYSIMAGE_ENV, find_sysimage
 
 log = logging.getLogger("juliapool.cli")
 
@@ -121,30 +121,11 @@ def _exit_status(result: CodeExecResult) -> int:
     return result.exit_code & 0xFF
 
 
-class _Echo:
-    """Writes output as it streams in; at the end writes whatever of the result did not stream
-    (e.g. the note a timeout appends), starting where result and stream first differ."""
-
-    def __init__(self) -> None:
-        self.sent: Dict[str, List[str]] = {"stdout": [], "stderr": []}
-
-    def __call__(self, stream: str, text: str) -> None:
-        out = sys.stdout if stream == "stdout" else sys.stderr
-        out.write(text)
-        out.flush()
-        self.sent[stream].append(text)
-
-    def finish(self, result: CodeExecResult) -> None:
-        for stream, text in (("stdout", result.stdout), ("stderr", result.stderr)):
-            sent = "".join(self.sent[stream])
-            if text.startswith(sent):
-                rest = text[len(sent):]
-            else:  # the result was edited (e.g. a trace replaced by a note): from the first new line on
-                old, new = sent.splitlines(keepends=True), text.splitlines(keepends=True)
-                same = len(os.path.commonprefix([old, new]))
-                rest = "".join(new[same:])
-            if rest:
-                self(stream, rest)
+def _echo(stream: str, text: str) -> None:
+    """Write output as it streams in."""
+    out = sys.stdout if stream == "stdout" else sys.stderr
+    out.write(text)
+    out.flush()
 
 
 def _read_code(code: str) -> str:
@@ -153,13 +134,17 @@ def _read_code(code: str) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     code = _read_code(args.code)
-    echo = _Echo()
     if args.spawn:
         result = JuliaExecutor(timeout=args.timeout or 0).run(code)
+        _echo("stdout", result.stdout)
+        _echo("stderr", result.stderr)
     else:
         with JuliaProcessPool(size=1, timeout=args.timeout or 0) as pool:
-            result = pool.execute(code, on_output=echo)
-    echo.finish(result)
+            reply = pool.run(code, on_output=_echo)
+        notes = trailing_notes(reply)  # what happened to the worker, after what the code printed
+        if notes:
+            _echo("stderr", ("" if reply.stderr.endswith("\n") or not reply.stderr else "\n") + "\n".join(notes) + "\n")
+        result = reply.to_result()
     log.debug("exit_code=%d timed_out=%s", result.exit_code, result.timed_out)
     return _exit_status(result)
 
@@ -188,6 +173,8 @@ def cmd_sysimage(args: argparse.Namespace) -> int:
         why = f" (${SYSIMAGE_ENV}={os.environ[SYSIMAGE_ENV]})" if os.environ.get(SYSIMAGE_ENV) else ""
         print(image or f"no system image for {julia}{why}")
         return 0 if image else EXIT_ERROR
+    from .runtime.sysimage import build_sysimage  # the build tool, only when asked for
+
     build_sysimage(julia, say=lambda line: print(f"juliapool sysimage: {line}", flush=True), force=args.force)
     return 0
 

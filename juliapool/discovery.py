@@ -1,4 +1,4 @@
-"""Finding the Julia executable and the worker's Julia source files."""
+"""Finding the Julia executable and its version."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 from .errors import JuliaNotFoundError
+from .paths import installed_julia
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,6 @@ def _candidates(julia_path: Optional[str]):
     yield JULIA_ENV, os.environ.get(JULIA_ENV) or None
     yield "PATH", "julia"
     yield "juliaup", str(Path.home() / ".juliaup" / "bin" / "julia")
-    from .install import installed_julia  # late import: the installer is heavier and rarely needed
-
     installed = installed_julia()
     yield "juliapool-install-julia", str(installed) if installed else None
 
@@ -53,23 +52,3 @@ def julia_version(julia: str) -> str:
     out = subprocess.run([julia, "--version"], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     words = out.stdout.split()
     return words[-1] if out.returncode == 0 and words else "unknown"
-
-
-def _resource_dir(installed: str, source: str) -> Path:
-    here = Path(__file__).resolve().parent
-    for candidate in (here / installed, here.parent / source):  # wheel, then source checkout
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError(f"juliapool is incomplete: neither {here / installed} nor {here.parent / source} exists")
-
-
-def julia_source_dir() -> Path:
-    return _resource_dir("_julia", "julia")
-
-
-def kernelspec_source_dir() -> Path:
-    return _resource_dir("_kernelspec", "kernelspec")
-
-
-def worker_script() -> Path:
-    return julia_source_dir() / "worker.jl"

@@ -24,6 +24,12 @@ class WorkerStartError(JuliaPoolError, RuntimeError):
         self.stderr = stderr
 
 
+class PoolBrokenError(JuliaPoolError, RuntimeError):
+    """The pool can no longer serve: no worker is left and none can be started (the last start
+    failure is chained as the cause, with Julia's stderr), or auto_recover is off. Create a new pool
+    once the cause is fixed."""
+
+
 class PoolShutDownError(JuliaPoolError, RuntimeError):
     """The pool was shut down: it takes no more work. Create a new pool."""
 
@@ -35,3 +41,11 @@ class PoolBusyError(JuliaPoolError, TimeoutError):
 class WorkerDiedError(JuliaPoolError, RuntimeError):
     """A worker process ended while it was serving a request that cannot be answered from output
     alone (completion, inspection)."""
+
+
+class InstallError(JuliaPoolError, RuntimeError):
+    """`juliapool-install-julia` could not install the runtime; the message says what to do about it."""
+
+
+class SysimageError(JuliaPoolError, RuntimeError):
+    """A system image could not be built; the message says which step failed and why."""

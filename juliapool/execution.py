@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import codecs
 import logging
-import signal
+import time
 from collections import deque
 from typing import Callable, Deque, Dict, List, Optional, Tuple, Union
 
 from . import protocol
-from .protocol import END_SEQ, Frame, MarkerScanner
-from .result import TIMEOUT_EXIT_CODE, ExecReply
+from .process import STREAMS
+from .protocol import END_SEQ, Done, Frame, MarkerScanner, Reply
+from .result import (EXITED, MEMORY_LIMIT, NOT_INTERRUPTIBLE, STDIO_CLOSED, TIMEOUT_EXIT_CODE, ExecReply, WorkerEnd,
+                     describe_end, truncation_note)
 
 log = logging.getLogger(__name__)
 
@@ -25,29 +27,34 @@ OutputCallback = Callable[[str, str], None]  # (stream name, text)
 DisplayCallback = Callable[[Dict[str, str]], None]
 InputCallback = Callable[[str, bool], str]  # (prompt, password) -> answer
 
-STREAMS = ("stdout", "stderr")
 Item = Union[bytes, Tuple[bytes]]  # output, or a marker's seq
 
-
-def describe_exit(returncode: Optional[int]) -> str:
-    if returncode is None:
-        return "the Julia worker stopped answering"
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        return f"the Julia worker was killed by signal {-returncode} ({name})"
-    return f"the Julia worker exited with code {returncode}"
+# What the worker should do next for an execution (Execution.action).
+INTERRUPT, KILL = "interrupt", "kill"
+# A stream that closes before its end marker: either the process is dying (its exit is noticed
+# within this time) or the code closed it, and the worker can no longer mark its output.
+STDIO_CLOSED_GRACE = 0.5
+MEMORY_CHECK_INTERVAL = 0.05  # seconds between two looks at the worker's memory during a call
 
 
 class Execution:
-    """The state of one `E` request, fed by `Worker` with stream bytes and reply frames."""
+    """The state of one EXEC request, fed by `Worker` with stream bytes and reply frames.
 
-    def __init__(self, rid: int, nonce: str, on_output: Optional[OutputCallback],
-                 on_display: Optional[DisplayCallback], on_input: Optional[InputCallback],
-                 print_errors: bool = False) -> None:
+    It also keeps the call's clock: at `timeout` seconds it asks for an interrupt, and `grace`
+    seconds after any interrupt (the timeout's or `Worker.interrupt()`'s) for a kill."""
+
+    def __init__(self, rid: int, nonce: str, on_output: Optional[OutputCallback] = None,
+                 on_display: Optional[DisplayCallback] = None, on_input: Optional[InputCallback] = None,
+                 print_errors: bool = False, timeout: Optional[float] = None, grace: float = 2.0,
+                 output_limit: Optional[int] = None, memory_limit: Optional[int] = None,
+                 memory_probe: Optional[Callable[[], int]] = None) -> None:
         self.id = rid
+        self.output_limit = output_limit or None  # bytes of output passed on (both streams together)
+        self.output_passed = 0
+        self.output_truncated = False
+        self.memory_limit = memory_limit or None  # bytes of resident memory the worker may use
+        self.memory_probe = memory_probe
+        self.memory_check_at = time.monotonic() if self.memory_limit and memory_probe else None
         self.print_errors = print_errors  # `julia -e` style: the interrupt's trace goes to stderr
         self.nonce = nonce
         self.on_output = on_output
@@ -59,12 +66,16 @@ class Execution:
         self.chunks: Dict[str, List[bytes]] = {name: [] for name in STREAMS}
         self.ended = {name: False for name in STREAMS}  # end marker passed
         self.displays: Deque[Tuple[bytes, dict]] = deque()  # (seq, bundle) not yet passed on
-        self.done: Optional[Frame] = None
+        self.done: Optional[Done] = None
         self.died = False
-        self.killed = False
+        self.killed = False  # we killed the worker: the code did not stop after an interrupt
+        self.stream_closed_at: Optional[float] = None  # a stream closed before its end marker
+        self.cause = ""  # why we kill the worker, if we do (a name from juliapool.result)
         self.timed_out = False
-        self.timeout: Optional[float] = None
-        self.interrupted_at: Optional[float] = None
+        self.timeout = timeout
+        self.grace = grace
+        self.timeout_at = time.monotonic() + timeout if timeout else None
+        self.interrupted_at: Optional[float] = None  # set by Worker.interrupt (any thread)
         self.callback_error: Optional[BaseException] = None
         self.late_output = False  # the code left a task running (it said so, or printed after the end)
 
@@ -73,11 +84,48 @@ class Execution:
         return self.died or (self.done is not None and all(self.ended.values()))
 
     def saw_interrupt(self) -> bool:
-        return self.done is not None and self.done.text(1) == "InterruptException"
+        return self.done is not None and self.done.ename == "InterruptException"
+
+    # ---- the clock -----------------------------------------------------------------------------
+
+    def deadline(self) -> Optional[float]:
+        """When `action` has something to say next (None: only events matter)."""
+        kill_at = self.interrupted_at + self.grace if self.interrupted_at is not None else None
+        closed_at = self.stream_closed_at + STDIO_CLOSED_GRACE if self.stream_closed_at is not None else None
+        times = [t for t in (None if self.timed_out else self.timeout_at, kill_at, closed_at, self.memory_check_at)
+                 if t is not None]
+        return min(times) if times else None
+
+    def action(self, now: float) -> str:
+        """What the worker must do now: INTERRUPT (the timeout passed), KILL (an interrupt did not
+        stop the code in time, or the code closed its stdio), or "" (nothing)."""
+        if self.memory_check_at is not None and now >= self.memory_check_at:
+            self.memory_check_at = now + MEMORY_CHECK_INTERVAL
+            assert self.memory_probe is not None and self.memory_limit is not None
+            if self.memory_probe() > self.memory_limit:
+                self.memory_check_at = None
+                self.cause = MEMORY_LIMIT
+                return KILL
+        if self.stream_closed_at is not None and now >= self.stream_closed_at + STDIO_CLOSED_GRACE:
+            self.cause = STDIO_CLOSED
+            return KILL
+        if self.interrupted_at is not None and now >= self.interrupted_at + self.grace:
+            self.killed = True
+            self.cause = NOT_INTERRUPTIBLE
+            return KILL
+        if self.timeout_at is not None and now >= self.timeout_at and not self.timed_out:
+            self.timed_out = True
+            return INTERRUPT
+        return ""
 
     # ---- input from the worker -----------------------------------------------------------------
 
     def on_stream(self, name: str, data: bytes) -> None:
+        """Bytes the worker wrote to a stream; b"" means the stream was closed."""
+        if not data:
+            if not self.ended[name] and self.stream_closed_at is None:  # no end marker can come now
+                self.stream_closed_at = time.monotonic()
+            return
         if self.ended[name]:
             self.late_output = True  # after the end marker: a background task's output, nobody's
             return
@@ -88,12 +136,12 @@ class Execution:
         """Handle a reply frame; returns an answer to send back for an input request."""
         if frame.id != self.id:
             log.debug("ignoring frame %r for request %d", frame.kind, frame.id)
-        elif frame.kind == "O":
-            self.done = frame
-        elif frame.kind == "M":
+        elif frame.kind == Reply.DONE:
+            self.done = Done.from_frame(frame)
+        elif frame.kind == Reply.DISPLAY:
             self.displays.append((frame.fields[0], protocol.bundle_from_fields(frame.fields[1:])))
             self._pass_on()
-        elif frame.kind == "N":
+        elif frame.kind == Reply.INPUT:
             prompt, password = frame.text(0), frame.text(1) == "1"
             answer = self._callback(self.on_input, prompt, password) if self.on_input else ""
             return answer if isinstance(answer, str) else ""
@@ -148,6 +196,18 @@ class Execution:
         return True
 
     def _emit(self, name: str, data: bytes) -> None:
+        if not data or self.output_truncated:
+            return
+        if self.output_limit is not None and self.output_passed + len(data) > self.output_limit:
+            data = data[:self.output_limit - self.output_passed]
+            self.output_truncated = True  # the rest is still read (and its markers found), and dropped
+            self._emit_now(name, data)
+            self._emit_now(name, truncation_note(self.output_limit).encode())
+            return
+        self.output_passed += len(data)
+        self._emit_now(name, data)
+
+    def _emit_now(self, name: str, data: bytes) -> None:
         if not data:
             return
         self.chunks[name].append(data)
@@ -173,34 +233,34 @@ class Execution:
 
     # ---- the result ----------------------------------------------------------------------------
 
-    def reply(self, returncode: Optional[int], kill_reason: str = "") -> ExecReply:
+    def reply(self, returncode: Optional[int], kill_cause: str = "") -> ExecReply:
+        """The result, once the execution is complete or its worker is gone. `kill_cause` says why
+        juliapool killed the worker, if it did (a name from juliapool.result)."""
         self._report_interrupt()
         raw = {n: b"".join(self.chunks[n]) for n in STREAMS}
         out = {n: raw[n].decode("utf-8", errors="replace") for n in STREAMS}
-        rep = ExecReply(stdout=out["stdout"], stderr=out["stderr"], stdout_bytes=raw["stdout"], stderr_bytes=raw["stderr"])
+        rep = ExecReply(stdout=out["stdout"], stderr=out["stderr"], output_truncated=self.output_truncated,
+                        stdout_bytes=raw["stdout"], stderr_bytes=raw["stderr"])
         if self.done is not None:
-            status, ename, evalue, tb, lingering = self.done.texts()[:5]
-            rep.status, rep.ename, rep.evalue, rep.traceback = status, ename, evalue, tb
-            self.late_output = self.late_output or lingering == "1"
-            rep.result = protocol.bundle_from_fields(self.done.fields[5:])
-            rep.exit_code = 0 if status == "ok" else 1
+            d = self.done
+            rep.status, rep.ename, rep.evalue, rep.traceback, rep.result = d.status, d.ename, d.evalue, d.traceback, d.result
+            self.late_output = self.late_output or d.lingering
+            rep.exit_code = 0 if d.status == "ok" else 1
         if self.died:
-            self._died(rep, returncode, kill_reason)
+            self._died(rep, returncode, kill_cause)
         if self.timed_out:
             self._timed_out(rep)
         elif self.killed:
             rep.ename = "InterruptException"
-            rep.evalue = "the code did not stop after an interrupt, so its worker was killed"
         return rep
 
-    def _died(self, rep: ExecReply, returncode: Optional[int], kill_reason: str) -> None:
-        rep.worker_died = True
+    def _died(self, rep: ExecReply, returncode: Optional[int], kill_cause: str) -> None:
+        cause = kill_cause or self.cause or EXITED
+        limit_mb = self.memory_limit / 2**20 if cause == MEMORY_LIMIT and self.memory_limit else None
+        rep.worker_end = WorkerEnd(returncode, cause, limit_mb)
         rep.status = "error"
         rep.exit_code = returncode if returncode is not None else -9
-        if not self.killed:
-            rep.ename, rep.evalue = "WorkerDied", kill_reason or describe_exit(returncode)
-            if kill_reason or (returncode or 0) < 0:  # not the code's own exit(n): say what happened
-                rep.stderr += f"juliapool: {rep.evalue}\n"
+        rep.ename, rep.evalue = "WorkerDied", describe_end(rep.worker_end)
 
     def _timeout_note(self) -> str:
         return f"Execution timed out after {self.timeout:g} seconds"
@@ -211,12 +271,12 @@ class Execution:
         if self.timed_out:
             text = self._timeout_note()
         elif self.print_errors and self.saw_interrupt():
-            text = self.done.text(3) if self.done else ""
+            text = self.done.traceback if self.done else ""
         else:
             return
         printed = b"".join(self.chunks["stderr"])
         sep = "" if not printed or printed.endswith(b"\n") else "\n"
-        self._emit("stderr", (sep + text.rstrip("\n") + "\n").encode())
+        self._emit_now("stderr", (sep + text.rstrip("\n") + "\n").encode())
 
     def _timed_out(self, rep: ExecReply) -> None:
         rep.timed_out = True

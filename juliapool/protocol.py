@@ -11,9 +11,85 @@ from __future__ import annotations
 import secrets
 import struct
 from dataclasses import dataclass
-from typing import Iterable, List, Optional, Tuple, Union
+from enum import Enum
+from typing import Dict, Iterable, List, Optional, Tuple, Union
 
 PROTOCOL_VERSION = "1"
+
+
+class Request(str, Enum):
+    """Kinds of frames Python sends (one letter on the wire; Julia's twin: `julia/protocol.jl`)."""
+
+    EXEC = "E"  # module, code, nonce, filename, flags          -> output, DISPLAY*, INPUT*, DONE
+    COMPLETE = "C"  # module, code, cursor                      -> RESULT(start, stop, match*)
+    INSPECT = "I"  # module, code, cursor, detail               -> RESULT(found, (mime, data)*)
+    IS_COMPLETE = "K"  # code                                   -> RESULT(status, indent)
+    INPUT = "N"  # text: the answer to an INPUT event
+    DROP = "D"  # module: forget a session module               -> RESULT()
+    PING = "P"  #                                               -> RESULT()
+    QUIT = "Q"  # exit(0) after flushing
+
+
+class Reply(str, Enum):
+    """Kinds of frames the worker sends."""
+
+    HELLO = "H"  # julia version, pid: ready for requests
+    DONE = "O"  # status, ename, evalue, traceback, lingering, (mime, data)*: end of an EXEC
+    DISPLAY = "M"  # seq, (mime, data)*: display() during an EXEC
+    INPUT = "N"  # prompt, password: the code reads stdin
+    RESULT = "R"  # the answer to any other request
+
+
+# Module names in EXEC and the other requests (the worker's `module_for`).
+FRESH_MODULE = ""  # a new module for this call only
+MAIN_MODULE = "Main"  # Julia's own Main (preloading)
+SESSION_PREFIX = "session:"
+
+
+def session_module(key: str) -> str:
+    """The persistent module of the session `key`."""
+    return SESSION_PREFIX + key
+
+
+@dataclass(frozen=True)
+class ExecOptions:
+    """How the worker runs an EXEC request; `flags()` is its wire form (PROTOCOL.md)."""
+
+    print_errors: bool = False  # p: print an uncaught error to stderr as `julia -e` does
+    notebook: bool = False  # k: a notebook cell (?help, ;shell, ]pkg, display to the front end)
+    soft_scope: bool = False  # s: the REPL's soft scope
+    want_result: bool = False  # r: reply with the last value's MIME bundle
+    allow_input: bool = False  # i: stdin reads become INPUT events (with notebook)
+
+    def flags(self) -> str:
+        letters = (("p", self.print_errors), ("k", self.notebook), ("s", self.soft_scope),
+                   ("r", self.want_result), ("i", self.allow_input))
+        return "".join(letter for letter, on in letters if on)
+
+
+PLAIN = ExecOptions(print_errors=True)  # `julia -e` semantics: plain calls and Session.execute
+QUIET = ExecOptions()  # preloading and warm-up in Main: errors come back, nothing is printed
+
+
+def cell_options(soft_scope: bool = True, want_result: bool = True, allow_input: bool = False) -> ExecOptions:
+    return ExecOptions(notebook=True, soft_scope=soft_scope, want_result=want_result, allow_input=allow_input)
+
+
+@dataclass(frozen=True)
+class Done:
+    """The fields of a DONE frame."""
+
+    status: str
+    ename: str
+    evalue: str
+    traceback: str
+    lingering: bool
+    result: Dict[str, str]
+
+    @classmethod
+    def from_frame(cls, frame: "Frame") -> "Done":
+        status, ename, evalue, traceback, lingering = frame.texts()[:5]
+        return cls(status, ename, evalue, traceback, lingering == "1", bundle_from_fields(frame.fields[5:]))
 END_SEQ = b"ffffffff"
 SEQ_LEN = 8
 NONCE_LEN = 32
@@ -37,8 +113,8 @@ class Frame:
         return [f.decode("utf-8", errors="replace") for f in self.fields[start:]]
 
 
-def encode_frame(kind: str, request_id: int, fields: Iterable[Field] = ()) -> bytes:
-    parts = [_HEAD.pack(ord(kind), request_id)]
+def encode_frame(kind: Union[Request, Reply, str], request_id: int, fields: Iterable[Field] = ()) -> bytes:
+    parts = [_HEAD.pack(ord(kind.value if isinstance(kind, Enum) else kind), request_id)]
     for field in fields:
         data = field.encode("utf-8") if isinstance(field, str) else bytes(field)
         parts.append(_U32.pack(len(data)))
@@ -140,4 +216,5 @@ class MarkerScanner:
 
 
 def find_marker_seq(item: Union[bytes, Tuple[bytes]]) -> Optional[bytes]:
+    """The seq of a marker item from `MarkerScanner.feed`, None for output bytes."""
     return item[0] if isinstance(item, tuple) else None

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from juliapool import install as inst
-from juliapool.install import InstallError
+from juliapool import paths
+from juliapool.runtime import debs
+from juliapool.runtime import install as inst
+from juliapool.errors import InstallError
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DEBS = Path(__file__).resolve().parents[2] / "shared" / "julia-debs"
@@ -46,7 +48,7 @@ def run_julia(julia: Path, code: str, timeout: float = 120) -> subprocess.Comple
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("JULIAPOOL_")}
     clean["PYTHONPATH"] = str(REPO)
-    return subprocess.run([sys.executable, "-m", "juliapool.install", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "juliapool.runtime.install", *args], capture_output=True,
                           text=True, timeout=120, env={**clean, **(env or {})},
                           stdin=subprocess.DEVNULL)
 
@@ -60,7 +62,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def julia(home: Path) -> Path:
-    found = inst.installed_julia(home)
+    found = paths.installed_julia(home)
     assert found is not None
     return found
 
@@ -126,7 +128,7 @@ def test_bigfloat_prints_all_digits(julia: Path) -> None:
 
 @pytest.mark.timeout(60)
 def test_rerun_is_a_no_op(home: Path, julia: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    marker = home / "julia-1.5.3" / inst.MARKER
+    marker = home / "julia-1.5.3" / paths.MARKER
     before = marker.stat()
 
     def fail(*args: object, **kwargs: object) -> None:
@@ -155,23 +157,23 @@ def test_print_path(home: Path, julia: Path, tmp_path: Path) -> None:
 
 @pytest.mark.timeout(10)
 def test_installed_julia_needs_a_complete_runtime(tmp_path: Path) -> None:
-    assert inst.installed_julia(tmp_path) is None
+    assert paths.installed_julia(tmp_path) is None
     wrapper = tmp_path / "julia-1.5.3" / "bin" / "julia"
     wrapper.parent.mkdir(parents=True)
     wrapper.write_text("#!/bin/sh\n")
     wrapper.chmod(0o755)
-    assert inst.installed_julia(tmp_path) is None  # no marker: an interrupted install
+    assert paths.installed_julia(tmp_path) is None  # no marker: an interrupted install
 
 
 @pytest.mark.timeout(10)
 def test_default_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("JULIAPOOL_HOME", str(tmp_path / "a"))
-    assert inst.default_home() == tmp_path / "a"
+    assert paths.juliapool_home() == tmp_path / "a"
     monkeypatch.delenv("JULIAPOOL_HOME")
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
-    assert inst.default_home() == tmp_path / "xdg" / "juliapool"
+    assert paths.juliapool_home() == tmp_path / "xdg" / "juliapool"
     monkeypatch.delenv("XDG_DATA_HOME")
-    assert inst.default_home() == Path.home() / ".local" / "share" / "juliapool"
+    assert paths.juliapool_home() == Path.home() / ".local" / "share" / "juliapool"
 
 
 # --- failures are clear and leave nothing behind ----------------------------------------------
@@ -197,7 +199,7 @@ def test_altered_sums_file_fails_clearly(debs_copy: Path, tmp_path: Path) -> Non
     sums.write_text("".join(lines))
     with pytest.raises(InstallError, match="checksum mismatch"):
         inst.install(from_debs=debs_copy, home=tmp_path / "home")
-    assert inst.installed_julia(tmp_path / "home") is None
+    assert paths.installed_julia(tmp_path / "home") is None
 
 
 @pytest.mark.timeout(30)
@@ -258,7 +260,7 @@ def test_find_debian_mirror_deb822(tmp_path: Path) -> None:
         "Components: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n")
     (tmp_path / "sources.list.d" / "other.list").write_text(
         "deb https://packages.invalid/apt cloud-sdk main\n")
-    assert inst.find_debian_mirror(tmp_path) == "http://mirror.invalid/debian"
+    assert debs.find_debian_mirror(tmp_path) == "http://mirror.invalid/debian"
 
 
 @pytest.mark.timeout(10)
@@ -267,9 +269,9 @@ def test_find_debian_mirror_one_line(tmp_path: Path) -> None:
         "# deb http://old.invalid/debian buster main\n"
         "deb http://security.invalid/debian-security bookworm-security main\n"
         "deb [arch=amd64] http://mirror.invalid/debian bookworm main contrib\n")
-    assert inst.find_debian_mirror(tmp_path) == "http://mirror.invalid/debian"
+    assert debs.find_debian_mirror(tmp_path) == "http://mirror.invalid/debian"
     (tmp_path / "sources.list").write_text("deb http://ppa.invalid/ubuntu jammy main\n")
-    assert inst.find_debian_mirror(tmp_path) is None
+    assert debs.find_debian_mirror(tmp_path) is None
 
 
 # --- the download path (needs the Debian archive; opt in) -------------------------------------
@@ -284,3 +286,17 @@ def test_download_from_the_debian_archive(tmp_path: Path) -> None:
     # The same packages as the offline copy, byte for byte (plus libmpfr6).
     downloaded = (tmp_path / "debs" / "SHA256SUMS").read_text().splitlines()
     assert set((SHARED_DEBS / "SHA256SUMS").read_text().splitlines()) <= set(downloaded)
+
+
+@pytest.mark.timeout(10)
+def test_the_runtime_check_and_the_installer_agree_on_the_system_libraries() -> None:
+    assert tuple(inst.SYSTEM_LIBS) == paths.SYSTEM_LIB_NAMES
+
+
+@pytest.mark.timeout(30)
+def test_the_library_never_imports_the_runtime_tools() -> None:
+    """The core finds what the tools made (juliapool.paths) but does not load the tools themselves."""
+    probe = ("import sys, juliapool, juliapool.kernel.kernel, juliapool.cli; "
+             "print(sorted(m for m in sys.modules if m.startswith('juliapool.runtime')))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=30)
+    assert (out.returncode, out.stdout) == (0, "[]\n"), out.stderr

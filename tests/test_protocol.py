@@ -11,7 +11,7 @@ from typing import Dict, List, Tuple
 import pytest
 
 from juliapool import protocol
-from juliapool.discovery import julia_source_dir
+from juliapool.paths import julia_source_dir
 from juliapool.protocol import END_SEQ, Frame, FrameReader, MarkerScanner, decode_body, encode_frame
 
 GOLDEN_FILE = Path(__file__).with_name("golden_frames.txt")

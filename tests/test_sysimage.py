@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from juliapool import JuliaProcessPool
-from juliapool import sysimage as si
+from juliapool import paths as si
+from juliapool.runtime import sysimage as build
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -39,7 +40,7 @@ def fake_built_image(julia: str, base_image: Path) -> Path:
     folder = si.image_dir(julia)
     folder.mkdir(parents=True)
     (folder / si.IMAGE_NAME).write_bytes(b"not really an image")
-    meta = {"base_image": str(base_image), "base_stamp": si._stamp(str(base_image))}
+    meta = {"base_image": str(base_image), "base_stamp": si.file_stamp(str(base_image))}
     (folder / si.META_NAME).write_text(json.dumps(meta))
     return folder / si.IMAGE_NAME
 
@@ -162,7 +163,7 @@ def test_a_new_image_replaces_older_ones_for_the_same_julia(private_home, tmp_pa
     other_julia = folder("fedcba9876543210", julia="/opt/other/bin/julia")
     dead_build = folder("build-old", age_days=2)
     running_build = folder("build-new")
-    gone = si.remove_older_images("/opt/julia/bin/julia", keep=current)
+    gone = build.remove_older_images("/opt/julia/bin/julia", keep=current)
     assert sorted(gone) == sorted([older, dead_build])
     assert current.is_dir() and other_julia.is_dir() and running_build.is_dir()
 
@@ -173,8 +174,8 @@ def test_build_with_a_julia_that_does_not_run(private_home, tmp_path):
     fake = tmp_path / "julia"
     fake.write_text("#!/bin/sh\necho 'julia: cannot start' >&2\nexit 3\n")
     fake.chmod(0o755)
-    with pytest.raises(si.SysimageError, match="could not ask .* about itself:\njulia: cannot start"):
-        si.build_sysimage(str(fake), say=lambda _: None)
+    with pytest.raises(build.SysimageError, match="could not ask .* about itself:\njulia: cannot start"):
+        build.build_sysimage(str(fake), say=lambda _: None)
     assert not list(private_home.joinpath("sysimages").glob("build-*"))  # nothing left behind
 
 
@@ -182,8 +183,8 @@ def test_link_without_a_c_compiler(tmp_path, monkeypatch):
     monkeypatch.setenv("CC", "")
     monkeypatch.setenv("PATH", str(tmp_path))  # no cc, no gcc
     info = {"libjulia": "/lib/libjulia.so.1", "libjulia_internal": ""}
-    with pytest.raises(si.SysimageError, match="needs a C compiler"):
-        si._link(info, tmp_path / "x.o", tmp_path / "x.so")
+    with pytest.raises(build.SysimageError, match="needs a C compiler"):
+        build._link(info, tmp_path / "x.o", tmp_path / "x.so")
 
 
 def test_link_failure_shows_the_linkers_words(tmp_path, monkeypatch):
@@ -192,5 +193,5 @@ def test_link_failure_shows_the_linkers_words(tmp_path, monkeypatch):
     cc.chmod(0o755)
     monkeypatch.setenv("CC", str(cc))
     info = {"libjulia": "/lib/libjulia.so.1", "libjulia_internal": ""}
-    with pytest.raises(si.SysimageError, match="could not link the image:\nld: cannot find libjulia"):
-        si._link(info, tmp_path / "x.o", tmp_path / "x.so")
+    with pytest.raises(build.SysimageError, match="could not link the image:\nld: cannot find libjulia"):
+        build._link(info, tmp_path / "x.o", tmp_path / "x.so")

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
+
+if TYPE_CHECKING:
+    from juliapool import JuliaPoolError, JuliaProcessPool
 
 # Two workers: the notebook's own, and a warm spare that takes over at once if the first one dies.
 DEFAULT_POOL_SIZE = 2
@@ -27,18 +30,23 @@ def _split_argv(argv: Sequence[str]) -> Tuple[argparse.Namespace, List[str]]:
     return parser.parse_known_args(list(argv))
 
 
+def start_pool(julia: Optional[str] = None, julia_args: Sequence[str] = (),
+               size: int = DEFAULT_POOL_SIZE) -> Tuple[Optional["JuliaProcessPool"], Optional["JuliaPoolError"]]:
+    """The notebook's pool, started without waiting (the kernel answers while Julia boots), or the
+    error that says why there is none: the kernel still starts then, and every cell says why."""
+    from juliapool import JuliaPoolError, JuliaProcessPool  # light: no Jupyter imports
+
+    try:
+        return JuliaProcessPool(size=max(1, size), timeout=None, julia_path=julia, julia_args=julia_args,
+                                wait=False, warm_kernel=True, fast_start=True), None
+    except JuliaPoolError as e:
+        return None, e
+
+
 def launch(argv: Optional[Sequence[str]] = None) -> None:
     """Start the pool, then the kernel application; returns when the kernel shuts down."""
     opts, rest = _split_argv(sys.argv[1:] if argv is None else argv)
-    from juliapool import JuliaPoolError, JuliaProcessPool  # light: no Jupyter imports
-
-    pool, error = None, None
-    try:
-        pool = JuliaProcessPool(size=max(1, opts.pool_size), timeout=None, julia_path=opts.julia,
-                                julia_args=opts.julia_args, wait=False, warm_kernel=True,
-                                fast_start=True)
-    except JuliaPoolError as e:  # no Julia: the kernel still starts, and every cell says why
-        error = e
+    pool, error = start_pool(opts.julia, opts.julia_args, opts.pool_size)
     from ipykernel.kernelapp import IPKernelApp  # the slow import, while Julia boots
 
     from .kernel import JuliaKernel

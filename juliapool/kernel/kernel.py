@@ -30,16 +30,15 @@ from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple
 from ipykernel.kernelbase import Kernel, kernel_protocol_version
 from jupyter_client.session import Session as WireSession
 
-from juliapool import ExecReply, JuliaPoolError, JuliaProcessPool, Session
+from juliapool import ExecReply, JuliaPoolError, JuliaProcessPool, Session, __version__
+
+from . import start_pool
+from .streams import StreamBatcher
 
 log = logging.getLogger(__name__)
 
-from . import DEFAULT_POOL_SIZE
-
-__version__ = "0.1.0"
-
-# What a cell reports when its worker died: the pool says what happened, the kernel says what it means.
-STATE_LOST = ("The notebook's Julia state (variables, functions, loaded packages) is gone: "
+# What a cell reports when its worker died, from the facts on the ExecReply (state_lost, worker_restarted).
+STATE_LOST = ("The notebook's Julia state (variables, functions, loaded packages) is lost: "
               "the next cell runs on a fresh Julia worker.")
 FRESH_WORKER_NOTE = ("Note: the notebook's Julia worker had stopped; this cell ran on a fresh one, "
                      "so variables from earlier cells are gone.\n")
@@ -48,77 +47,17 @@ RED, RESET = "\x1b[0;31m", "\x1b[0m"
 VERSION_WAIT = 2.0  # seconds kernel_info may wait for `julia --version` (it takes milliseconds)
 INPUT_POLL_MS = 50
 HISTORY_SESSION = 1  # history "session" number of the kernel's one session
-STREAM_FLUSH_INTERVAL = 0.05  # seconds output may wait to be sent with what follows it
-# A cell's printed output reaches the front end up to this many characters (a browser tab chokes on
-# megabytes of text; IJulia cuts output too). The cell itself runs on, its output is dropped.
+# A cell's printed output reaches the front end up to this many bytes (a browser tab chokes on
+# megabytes of text; IJulia cuts output too): the pool's output limit. The cell itself runs on.
 MAX_OUTPUT_ENV = "JULIAPOOL_MAX_CELL_OUTPUT"
 DEFAULT_MAX_OUTPUT = 1_000_000
-TRUNCATED = ("\n[juliapool: output truncated: this cell printed more than {limit} characters; "
-             "the rest is not shown. ${env} sets the limit, 0 for none]\n")
-
-
 def _max_output() -> int:
     text = os.environ.get(MAX_OUTPUT_ENV, "").strip()
     try:
         return max(0, int(text)) if text else DEFAULT_MAX_OUTPUT
     except ValueError:
-        log.warning("$%s=%r is not a number of characters; using %d", MAX_OUTPUT_ENV, text, DEFAULT_MAX_OUTPUT)
+        log.warning("$%s=%r is not a number of bytes; using %d", MAX_OUTPUT_ENV, text, DEFAULT_MAX_OUTPUT)
         return DEFAULT_MAX_OUTPUT
-
-
-class StreamBatcher:
-    """Collects the small chunks a worker prints into fewer `stream` messages.
-
-    Julia writes output in many small pieces; one message per piece would flood the front end.
-    Text waits at most STREAM_FLUSH_INTERVAL, and is sent at once when the other stream or a
-    display comes next, so the order of everything the cell printed is kept. Past `limit`
-    characters (0: no limit) the rest is dropped, after a note that says so.
-    """
-
-    def __init__(self, send: Callable[[str, str], None], limit: int = 0) -> None:
-        self._send = send
-        self._limit = limit
-        self._left = limit
-        self._lock = threading.Lock()
-        self._name = ""
-        self._parts: List[str] = []
-        self._timer: Optional[threading.Timer] = None
-
-    def write(self, name: str, text: str) -> None:
-        with self._lock:
-            if self._limit:
-                text = self._within_limit(text)
-                if not text:
-                    return
-            if self._parts and name != self._name:
-                self._flush_locked()
-            self._name = name
-            self._parts.append(text)
-            if self._timer is None:
-                self._timer = threading.Timer(STREAM_FLUSH_INTERVAL, self.flush)
-                self._timer.daemon = True
-                self._timer.start()
-
-    def _within_limit(self, text: str) -> str:
-        if self._left < 0:  # the note was sent
-            return ""
-        kept = text[:self._left]
-        self._left -= len(text)
-        if self._left < 0:
-            kept += TRUNCATED.format(limit=self._limit, env=MAX_OUTPUT_ENV)
-        return kept
-
-    def flush(self) -> None:
-        with self._lock:
-            self._flush_locked()
-
-    def _flush_locked(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._parts:
-            text, self._parts = "".join(self._parts), []
-            self._send(self._name, text)
 
 
 class JuliaKernel(Kernel):
@@ -167,11 +106,7 @@ class JuliaKernel(Kernel):
     def _make_pool(self) -> Tuple[Optional[JuliaProcessPool], Optional[JuliaPoolError]]:
         if self.preset_pool is not None or self.preset_pool_error is not None:
             return self.preset_pool, self.preset_pool_error
-        try:
-            return JuliaProcessPool(size=DEFAULT_POOL_SIZE, timeout=None, wait=False,
-                                    warm_kernel=True, fast_start=True), None
-        except JuliaPoolError as e:  # no Julia: start anyway, every cell will say why
-            return None, e
+        return start_pool()  # not started by `launch` (an embedding application): the defaults
 
     @property
     def _wire(self) -> WireSession:
@@ -243,7 +178,7 @@ class JuliaKernel(Kernel):
         parent = self.get_parent("shell")
         ident = self._parent_ident["shell"]
         self._input_cancel.clear()
-        out = StreamBatcher(functools.partial(self._send_stream, parent), self.max_output)
+        out = StreamBatcher(functools.partial(self._send_stream, parent))
 
         def on_display(bundle: Dict[str, str]) -> None:
             out.flush()
@@ -255,7 +190,7 @@ class JuliaKernel(Kernel):
 
         run = functools.partial(
             self._run_on_session, code, filename=f"In[{self.execution_count}]", soft_scope=True,
-            want_result=not silent, allow_input=allow_stdin,
+            want_result=not silent, allow_input=allow_stdin, output_limit_bytes=self.max_output,
             on_output=None if silent else out.write,
             on_display=None if silent else on_display, on_input=on_input)
         entry = [self.execution_count, code, None]  # history: the result's text/plain once known
@@ -283,10 +218,10 @@ class JuliaKernel(Kernel):
         """Turn the pool's ExecReply into Jupyter messages and the execute_reply."""
         if rep.worker_restarted and not self._loss_reported and not silent:
             self._send_stream(parent, "stderr", FRESH_WORKER_NOTE)
-        self._loss_reported = rep.worker_died
+        self._loss_reported = rep.state_lost  # the cell that lost it said so: the next need not
         if rep.status != "ok":
             lines = traceback_lines(rep.traceback, rep.ename, rep.evalue)
-            if rep.worker_died and "lost" not in rep.evalue and "gone" not in rep.evalue:
+            if rep.state_lost:
                 lines.append(STATE_LOST)
             return self._error_reply(parent, silent, rep.ename or "Error", rep.evalue, lines)
         if rep.result and not silent:

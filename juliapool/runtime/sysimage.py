@@ -21,7 +21,6 @@ drops the image and starts without it. A new image replaces the older ones built
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -33,14 +32,10 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-from .discovery import julia_source_dir
-from .errors import JuliaPoolError
+from ..errors import JuliaPoolError, SysimageError
+from ..paths import IMAGE_NAME, META_NAME, built_image, file_stamp, image_dir, julia_source_dir
 
 log = logging.getLogger(__name__)
-
-SYSIMAGE_ENV = "JULIAPOOL_SYSIMAGE"  # "off" (or 0/no/false): never; a path: that image
-IMAGE_NAME = "juliapool.so"
-META_NAME = "image.json"
 
 # Julia prints what it needs to know about itself; libjulia is found among the loaded libraries
 # because Debian ships only libjulia.so.1 (no libjulia.so a linker could find by name).
@@ -87,56 +82,6 @@ WORKLOAD_CELLS = [
 WORKLOAD_PLAIN = ['println("plain")', 'print(stderr, "e")', 'error("plain")', "1 + 1"]
 
 
-class SysimageError(JuliaPoolError):
-    """A system image could not be built; the message says which step failed and why."""
-
-
-def _images_home(home: Optional[Path] = None) -> Path:
-    from .install import default_home  # late: the installer module is not needed otherwise
-
-    return Path(home or default_home()) / "sysimages"
-
-
-def sources_digest() -> str:
-    """Changes whenever a worker source file does."""
-    h = hashlib.sha256()
-    for path in sorted(julia_source_dir().glob("*.jl")):
-        h.update(path.name.encode() + b"\0" + path.read_bytes())
-    return h.hexdigest()
-
-
-def image_dir(julia: str, home: Optional[Path] = None) -> Path:
-    """Where the image for `julia` and the current worker sources is, under juliapool's home."""
-    key = hashlib.sha256(f"{os.path.realpath(julia)}\0{sources_digest()}".encode()).hexdigest()[:16]
-    return _images_home(home) / key
-
-
-def _stamp(path: str) -> List[float]:
-    st = os.stat(path)
-    return [st.st_size, st.st_mtime]
-
-
-def find_sysimage(julia: str) -> Optional[str]:
-    """The image to start `julia` workers with: $JULIAPOOL_SYSIMAGE, else a valid built one, else None."""
-    chosen = os.environ.get(SYSIMAGE_ENV, "").strip()
-    if chosen.lower() in ("off", "0", "no", "false"):
-        return None
-    if chosen:
-        return chosen
-    return _built_image(image_dir(julia))
-
-
-def _built_image(folder: Path) -> Optional[str]:
-    try:
-        meta = json.loads((folder / META_NAME).read_text())
-        if _stamp(meta["base_image"]) == meta["base_stamp"] and (folder / IMAGE_NAME).is_file():
-            return str(folder / IMAGE_NAME)
-        log.info("ignoring the system image in %s: Julia's own image changed since it was built", folder)
-    except (OSError, ValueError, KeyError):
-        pass
-    return None
-
-
 # ---- building ----------------------------------------------------------------------------------
 
 def _probe(julia: str) -> Dict[str, str]:
@@ -153,7 +98,7 @@ def _probe(julia: str) -> Dict[str, str]:
 
 def _trace(julia: str, trace_file: Path) -> None:
     """Run the workload on a worker that logs every method it compiles."""
-    from .pool import JuliaProcessPool  # late: pool imports this module
+    from ..pool import JuliaProcessPool  # late: pool imports this module
 
     pool = JuliaProcessPool(size=1, timeout=120, julia_path=julia, julia_args=[f"--trace-compile={trace_file}"],
                             warm_kernel=True, sysimage=False)
@@ -197,7 +142,7 @@ def _link(info: Dict[str, str], obj: Path, image: Path) -> None:
 
 
 def _check(julia: str, image: Path) -> None:
-    from .pool import JuliaProcessPool
+    from ..pool import JuliaProcessPool
 
     pool = JuliaProcessPool(size=1, julia_path=julia, sysimage=str(image))
     try:
@@ -215,7 +160,7 @@ def build_sysimage(julia: str, say: Callable[[str], None] = print, force: bool =
     """Build the image for `julia` (unless a valid one exists and not `force`) under juliapool's
     home (`home`, else $JULIAPOOL_HOME...); returns its path. Raises SysimageError."""
     folder = image_dir(julia, home)
-    built = _built_image(folder)
+    built = built_image(folder)
     if built and not force:
         say(f"a system image for {julia} is already built: {built}")
         return Path(built)
@@ -257,7 +202,7 @@ def remove_older_images(julia: str, keep: Path) -> List[Path]:
 
 
 def _build(julia: str, work: Path, say: Callable[[str], None]) -> None:
-    from . import __version__
+    from .. import __version__
 
     started = time.monotonic()
     info = _probe(julia)
@@ -270,7 +215,7 @@ def _build(julia: str, work: Path, say: Callable[[str], None]) -> None:
     _link(info, work / "juliapool.o", work / IMAGE_NAME)
     _check(julia, work / IMAGE_NAME)
     (work / "juliapool.o").unlink()
-    meta = dict(info, julia=os.path.realpath(julia), base_stamp=_stamp(info["base_image"]),
+    meta = dict(info, julia=os.path.realpath(julia), base_stamp=file_stamp(info["base_image"]),
                 juliapool=__version__, built=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     (work / META_NAME).write_text(json.dumps(meta, indent=2) + "\n")
     say(f"system image built in {time.monotonic() - started:.0f} s")
