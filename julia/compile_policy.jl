@@ -12,16 +12,19 @@
 #                  function that loops or calls itself is always compiled, and once it runs, the
 #                  rest of its statement is compiled too.
 #   "toplevel"     compile every function, interpret short top-level loops only.
-#   "compiled"     Julia's own choice: everything compiled, top-level loops too (juliapool <= 0.1).
+#   "compiled"     Julia's own choice: everything compiled, top-level loops too (the behaviour
+#                  before compile policies existed).
 #   "interpreted"  interpret everything not compiled already (the seed's `--compile=min`).
 #
-# The internals, checked by reading Julia's source for 1.5 and 1.6 (src/toplevel.c, src/gf.c) and
-# for 1.12/master (src/toplevel.c):
+# The internals, checked by reading Julia's source: src/toplevel.c of 1.5 and of 1.12/master,
+# src/gf.c of 1.5 and 1.6 (1.12's gf.c was not read; only "tiered" and "interpreted" depend on it):
 # - jl_toplevel_eval_flex interprets a top-level statement unless its lowered code has a loop and
 #   "defines" nothing, or it has a `foreigncall` (ccall), which is always compiled. A `copyast`
 #   (a quoted expression) counts as a definition on all of them.
 # - jl_compile_method_internal, under compile_enabled == COMPILE_MIN, runs a method in the
 #   interpreter unless jl_code_requires_compiler (a foreigncall in its body) says it cannot be.
+#   `tier_up_mark` uses both: its `ccall(:memset, ...)` makes the code that holds it compiled,
+#   and sets compile_enabled back to COMPILE_ON when it runs.
 #   The choice is cached per method instance: one first run interpreted stays interpreted in this
 #   process (user functions live in the call's fresh module; Base's are shared, hence "tiered"
 #   switches back to compiling as soon as real work shows up).
@@ -259,7 +262,7 @@ end
 
 """The value of global `x` in `mod` if it is already bound there; nothing otherwise. Only bindings
 resolved already are looked at: resolving one would change what the user's code may do with the
-name (extend a Base function of that name, or not). Base.isbindingresolved: Julia 1.5 to 1.11;
+name (extend a Base function of that name, or not). Base.isbindingresolved: checked on 1.5;
 where it is missing, globals are not looked at."""
 function global_value(@nospecialize(x), mod)
     (x isa Symbol && mod isa Module && isdefined(Base, :isbindingresolved)) || return nothing
@@ -301,8 +304,8 @@ end
 # Julia names a frame's file `./none` when the frame ran compiled code and `none` when it was
 # interpreted (the debug info of compiled code carries the directory "."). Under `julia -e` every
 # method is compiled, and so is a top-level statement with a loop. Where this policy interpreted
-# such a frame, it is shown as `julia -e` would show it. (Checked on 1.5.3; Base.InterpreterIP
-# and StackFrame's fields are the same on 1.5 to 1.12; on any failure the frames are left alone.)
+# such a frame, it is shown as `julia -e` would show it. (Checked on 1.5.3 only: Base.InterpreterIP's
+# `code` and StackFrame's seven fields; on any failure the frames are left alone.)
 
 "The user's frames, each as `julia -e` would name its file."
 function julia_e_frames(bt::Vector)
