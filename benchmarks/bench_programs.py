@@ -168,7 +168,7 @@ def report(rows: Dict[str, List[dict]], stats: Dict[str, dict], slowest: int) ->
             if not r["match"]:
                 known = f"  [known: {r['known_reason']}]" if r["known_reason"] else ""
                 print(f"  {mode:<18} {r['id']}: {r['mismatch']}{known}")
-    print(f"\nslowest programs (by their slowest mode), seconds:")
+    print("\nslowest programs (by their slowest mode), seconds:")
     print("  " + f"{'id':<6}" + "".join(f"{m:>16}" for m in modes))
     by_id = {m: {r["id"]: r for r in rows[m]} for m in modes}
     ids = sorted(by_id[modes[0]], key=lambda i: -max(by_id[m][i]["seconds"] for m in modes))

@@ -129,7 +129,7 @@ function error_fields(mod::Module, err, bt)
     io = IOContext(IOBuffer(), :module => mod, :limit => true)
     text = try
         print(io, "ERROR: ")
-        Base.invokelatest(showerror, io, e, trim_backtrace(bt); backtrace = true)
+        Base.invokelatest(showerror, io, e, julia_e_frames(trim_backtrace(bt)); backtrace = true)
         println(io)
         String(take!(io.io))
     catch

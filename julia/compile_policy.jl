@@ -12,16 +12,19 @@
 #                  function that loops or calls itself is always compiled, and once it runs, the
 #                  rest of its statement is compiled too.
 #   "toplevel"     compile every function, interpret short top-level loops only.
-#   "compiled"     Julia's own choice: everything compiled, top-level loops too (juliapool <= 0.1).
+#   "compiled"     Julia's own choice: everything compiled, top-level loops too (the behaviour
+#                  before compile policies existed).
 #   "interpreted"  interpret everything not compiled already (the seed's `--compile=min`).
 #
-# The internals, checked by reading Julia's source for 1.5 and 1.6 (src/toplevel.c, src/gf.c) and
-# for 1.12/master (src/toplevel.c):
+# The internals, checked by reading Julia's source: src/toplevel.c of 1.5 and of 1.12/master,
+# src/gf.c of 1.5 and 1.6 (1.12's gf.c was not read; only "tiered" and "interpreted" depend on it):
 # - jl_toplevel_eval_flex interprets a top-level statement unless its lowered code has a loop and
 #   "defines" nothing, or it has a `foreigncall` (ccall), which is always compiled. A `copyast`
 #   (a quoted expression) counts as a definition on all of them.
 # - jl_compile_method_internal, under compile_enabled == COMPILE_MIN, runs a method in the
 #   interpreter unless jl_code_requires_compiler (a foreigncall in its body) says it cannot be.
+#   `tier_up_mark` uses both: its `ccall(:memset, ...)` makes the code that holds it compiled,
+#   and sets compile_enabled back to COMPILE_ON when it runs.
 #   The choice is cached per method instance: one first run interpreted stays interpreted in this
 #   process (user functions live in the call's fresh module; Base's are shared, hence "tiered"
 #   switches back to compiling as soon as real work shows up).
@@ -261,7 +264,7 @@ end
 
 """The value of global `x` in `mod` if it is already bound there; nothing otherwise. Only bindings
 resolved already are looked at: resolving one would change what the user's code may do with the
-name (extend a Base function of that name, or not). Base.isbindingresolved: Julia 1.5 to 1.11;
+name (extend a Base function of that name, or not). Base.isbindingresolved: checked on 1.5;
 where it is missing, globals are not looked at."""
 function global_value(@nospecialize(x), mod)
     (x isa Symbol && mod isa Module && isdefined(Base, :isbindingresolved)) || return nothing
@@ -296,4 +299,61 @@ function big_data(@nospecialize(ex), mod)::Bool
         big_data(a, mod) && return true
     end
     return false
+end
+
+# ---- backtraces as `julia -e` prints them ---------------------------------------------------
+
+# Julia names a frame's file `./none` when the frame ran compiled code and `none` when it was
+# interpreted (the debug info of compiled code carries the directory "."). Under `julia -e` every
+# method is compiled, and so is a top-level statement with a loop. Where this policy interpreted
+# such a frame, it is shown as `julia -e` would show it. (Checked on 1.5.3 only: Base.InterpreterIP's
+# `code` and StackFrame's seven fields; on any failure the frames are left alone.)
+
+"The user's frames, each as `julia -e` would name its file."
+function julia_e_frames(bt::Vector)
+    POLICY[] == "compiled" && return bt
+    try
+        frames = StackTraces.StackFrame[]
+        for ip in bt
+            relocate = ip isa Base.InterpreterIP && compiled_under_julia_e(ip.code)
+            for f in StackTraces.lookup(ip)
+                push!(frames, relocate ? compiled_name(f) : f)
+            end
+        end
+        return frames
+    catch
+        return bt
+    end
+end
+
+compiled_under_julia_e(@nospecialize(code)) = code isa Core.MethodInstance ||
+    (code isa Core.CodeInfo && only_our_mark(code) && has_backward_branch(code))
+
+const DEFINING = (:method, :struct_type, :abstract_type, :primitive_type, :const, :thunk, :toplevel,
+                  :module, :using, :import, :export)
+
+"The statement defines nothing but our INTERPRET_MARK's `copyast`: without it, Julia compiles it."
+function only_our_mark(code::Core.CodeInfo)
+    copies = 0
+    for s in code.code
+        s isa Expr || continue
+        s.head in DEFINING && return false
+        copies += s.head === :copyast || (s.head === :(=) && s.args[2] isa Expr && s.args[2].head === :copyast)
+    end
+    return copies == 1
+end
+
+function has_backward_branch(code::Core.CodeInfo)
+    for (i, s) in enumerate(code.code)
+        s isa Core.GotoNode && s.label <= i && return true
+        s isa Expr && s.head === :gotoifnot && s.args[2] isa Int && s.args[2] <= i && return true
+        isdefined(Core, :GotoIfNot) && s isa getfield(Core, :GotoIfNot) && getfield(s, :dest) <= i && return true
+    end
+    return false
+end
+
+function compiled_name(f::StackTraces.StackFrame)
+    file = string(f.file)
+    (isempty(file) || isabspath(file) || startswith(file, "./")) && return f
+    return StackTraces.StackFrame(f.func, Symbol("./", file), f.line, f.linfo, f.from_c, f.inlined, f.pointer)
 end

@@ -11,7 +11,9 @@
 # Before anything else runs here: which of Base's names Julia's own start-up resolved in Main (on
 # 1.5.3: `isempty`, `!==`, `@eval`, `ARGS`, `Base`). Fresh modules resolve them too, so that code
 # extending one of them without `import` fails as it fails under `julia -e` (julia/modules.jl).
-var"#juliapool_main_resolved" = Base.filter(n -> Base.isbindingresolved(Main, n), Base.names(Base))
+# Base.isbindingresolved: checked on 1.5; where a newer Julia lacks it, nothing is recorded.
+var"#juliapool_main_resolved" = Base.isdefined(Base, :isbindingresolved) ?
+    Base.filter(n -> Base.isbindingresolved(Main, n), Base.names(Base)) : Core.Symbol[]
 
 let dir = @__DIR__
     pushfirst!(LOAD_PATH, dir)

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 # Julia's default optimisation, as the pool's workers use it (pool.WORKER_OPT_FLAGS): other levels
 # change results (-O0 sums an array in another order: corpus program 0215 prints another last digit)
-# and -O0 runs heavy programs 2 to 7x slower (benchmarks/bench_programs.py, README "Spawn mode flags").
+# and -O0 runs the heaviest programs 1.4x to 5x slower (benchmarks/bench_programs.py, README "Spawn mode flags").
 # -O0 was chosen before on a `println` micro-benchmark (benchmarks/bench_flags.py), where it saves ~10%.
 SPAWN_OPT_FLAGS: List[str] = []
 MAX_ARG_BYTES = 100_000  # longer code goes through a temporary file (Linux caps one argument at 128 KiB)
