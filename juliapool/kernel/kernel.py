@@ -19,7 +19,6 @@ lives in julia/kernel_support.jl; recovery from crashes lives in the pool, which
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import functools
 import json
 import logging
@@ -35,6 +34,7 @@ from jupyter_client.session import Session as WireSession
 from juliapool import DisplayEvent, ExecReply, JuliaPoolError, JuliaProcessPool, Session, __version__
 
 from . import start_pool
+from .history import CellHistory
 from .streams import StreamBatcher
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,6 @@ FRESH_WORKER_NOTE = ("Note: the notebook's Julia worker had stopped; this cell r
 RED, RESET = "\x1b[0;31m", "\x1b[0m"
 VERSION_WAIT = 2.0  # seconds kernel_info may wait for `julia --version` (it takes milliseconds)
 INPUT_POLL_MS = 50
-HISTORY_SESSION = 1  # history "session" number of the kernel's one session
 # A cell's printed output reaches the front end up to this many bytes (a browser tab chokes on
 # megabytes of text; IJulia cuts output too): the pool's output limit. The cell itself runs on.
 MAX_OUTPUT_ENV = "JULIAPOOL_MAX_CELL_OUTPUT"
@@ -90,7 +89,7 @@ class JuliaKernel(Kernel):
         self._input_cancel = threading.Event()
         self._loss_reported = False
         self.max_output = _max_output()
-        self._history: List[List[Any]] = []  # [execution_count, code, result text] per stored cell
+        self._history = CellHistory()
         # Workers live in their own process group: the SIGINT that jupyter_client sends to ours
         # never reaches them, so the kernel forwards it (and keeps it from raising in its loop).
         signal.signal(signal.SIGINT, self._on_sigint)
@@ -178,30 +177,15 @@ class JuliaKernel(Kernel):
         # Callbacks run on the pool's thread, where ipykernel's context variables are not set:
         # capture the request's parent header and identity here.
         parent = self.get_parent("shell")
-        ident = self._parent_ident["shell"]
         self._input_cancel.clear()
         out = StreamBatcher(functools.partial(self._send_stream, parent))
-
-        def on_display(bundle: Dict[str, str]) -> None:
-            out.flush()
-            if isinstance(bundle, DisplayEvent):
-                self._send_display_event(parent, bundle)
-            else:
-                self._send_display(parent, bundle)
-
-        def on_input(prompt: str, password: bool) -> str:
-            out.flush()
-            return self._ask_front_end(prompt, password, ident, parent)
-
+        stored = store_history and not silent
         run = functools.partial(
             self._run_on_session, code, filename=f"In[{self.execution_count}]", soft_scope=True,
             want_result=not silent, allow_input=allow_stdin, output_limit_bytes=self.max_output,
-            on_output=None if silent else out.write,
-            on_display=None if silent else on_display, on_input=on_input,
-            history=self.execution_count if store_history and not silent else 0)
-        entry = [self.execution_count, code, None]  # history: the result's text/plain once known
-        if store_history and not silent:
-            self._history.append(entry)
+            history=self.execution_count if stored else 0,
+            **self._callbacks(parent, out, silent))
+        entry = self._history.add(self.execution_count, code) if stored else [None, None, None]
         self._cell_running.set()
         try:
             rep = await asyncio.get_running_loop().run_in_executor(None, run)
@@ -220,6 +204,24 @@ class JuliaKernel(Kernel):
             reply["user_expressions"] = await asyncio.get_running_loop().run_in_executor(
                 None, self._user_expressions, user_expressions)
         return reply
+
+    def _callbacks(self, parent: dict, out: StreamBatcher, silent: bool) -> Dict[str, Any]:
+        """What the worker's output, displays and stdin reads of one cell turn into."""
+        ident = self._parent_ident["shell"]
+
+        def on_display(bundle: Dict[str, str]) -> None:
+            out.flush()
+            if isinstance(bundle, DisplayEvent):
+                self._send_display_event(parent, bundle)
+            else:
+                self._send_display(parent, bundle)
+
+        def on_input(prompt: str, password: bool) -> str:
+            out.flush()
+            return self._ask_front_end(prompt, password, ident, parent)
+
+        return {"on_output": None if silent else out.write, "on_display": None if silent else on_display,
+                "on_input": on_input}
 
     def _run_on_session(self, code: str, **kwargs: Any) -> ExecReply:
         return self._session().run(code, **kwargs)
@@ -297,25 +299,8 @@ class JuliaKernel(Kernel):
     async def do_history(self, hist_access_type: str, output: bool, raw: bool, session: Optional[int] = None,
                          start: Optional[int] = None, stop: Optional[int] = None, n: Optional[int] = None,
                          pattern: Optional[str] = None, unique: bool = False, **kwargs: Any) -> dict:
-        picked = self._history
-        if hist_access_type == "tail":
-            picked = picked[-n:] if n else list(picked)
-        elif hist_access_type == "range":
-            # Session 0 is "the current one" in the protocol; HISTORY_SESSION is what we report.
-            if session not in (None, 0, HISTORY_SESSION):
-                picked = []
-            picked = [e for e in picked if (start or 0) <= e[0] and (stop is None or e[0] < stop)]
-        elif hist_access_type == "search":
-            picked = [e for e in picked if fnmatch.fnmatchcase(e[1], pattern or "*")]
-            if unique:  # the latest of each distinct input, in order
-                latest = {e[1]: e for e in picked}
-                picked = [e for e in picked if latest[e[1]] is e]
-            if n:
-                picked = picked[-n:]
-        else:
-            picked = []
-        return {"status": "ok",
-                "history": [(HISTORY_SESSION, line, (code, text) if output else code) for line, code, text in picked]}
+        rows = self._history.query(hist_access_type, output, session, start, stop, n, pattern, unique)
+        return {"status": "ok", "history": rows}
 
     # ---- stdin ---------------------------------------------------------------------------------
 
