@@ -120,8 +120,8 @@ _CAUSES = {
 
 def truncation_note(limit: int) -> str:
     """The note that replaces output past a call's output limit (it goes into the stream itself)."""
-    return (f"\n[juliapool: output truncated: this call printed more than {limit} bytes; "
-            "the rest was dropped]\n")
+    return (f"\n[juliapool: output truncated: this call printed more than {limit} bytes; the rest was "
+            "dropped. The limit is output_limit_bytes; in a notebook $JULIAPOOL_MAX_CELL_OUTPUT, 0 for none]\n")
 
 
 def describe_end(end: WorkerEnd) -> str:
