@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -166,6 +167,18 @@ def test_async_calls_and_sessions(rpool):
     results, outs = asyncio.run(main())
     assert [r.stdout for r in results] == [f"{i + 1}\n" for i in range(20)]
     assert outs[-1].stdout == "42\n"
+
+
+def test_a_call_runs_only_after_the_driver_has_its_first_item(rpool, tmp_path):
+    """What makes retries safe: Ray holds the actor's generator after the incarnation until the
+    driver has taken it, so a call whose first item never reached the driver did not run."""
+    from juliapool.ray import STREAM
+    mark = tmp_path / "ran"
+    gen = rpool.actors[0].execute.options(**STREAM).remote(f'write("{mark}", "ran"); println(7)', None)
+    time.sleep(2)  # nobody takes the first item meanwhile
+    assert not mark.exists()
+    assert len(ray.get(next(gen))) == 32  # the incarnation (a uuid4 hex)
+    assert ray.get(next(gen)).stdout == "7\n" and mark.read_text() == "ran"
 
 
 # ---- faults -------------------------------------------------------------------------------------
