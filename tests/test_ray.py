@@ -37,6 +37,8 @@ def start_ray(before: set) -> None:
     machine can exceed); what a failed try started is killed before the next one."""
     options = dict(num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20, logging_level="ERROR",
                    log_to_driver=False)
+    # The raylet gives its agents 15 s to start by default, which a loaded 2-core machine exceeds.
+    os.environ.setdefault("RAY_agent_register_timeout_ms", "90000")
     for attempt in range(RAY_START_TRIES):
         try:
             ray.init(**options)
