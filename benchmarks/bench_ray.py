@@ -19,6 +19,7 @@ Needs `pip install 'juliapool[ray]'`. Nothing is asserted; the machine's load is
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -126,6 +127,8 @@ def report(throughput: List[Dict[str, Any]], overhead: Dict[str, Any], ceiling: 
 
 def start_ray() -> None:
     options = dict(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    # The raylet gives its agents 15 s to start by default, which a loaded 2-core machine exceeds.
+    os.environ.setdefault("RAY_agent_register_timeout_ms", "90000")
     try:
         ray.init(**options)
     except Exception as e:  # Ray waits 30 s (fixed) for its raylet: a loaded machine can take longer
