@@ -61,7 +61,8 @@ keyword sorters of Julia 1.5 to 1.8 that exist (later ones share Core.kwcall: le
 paths)."""
 function own_new_methods(tree::Vector{Module}, w::UInt)::Vector{Method}
     found = Method[]
-    add(ms) = for m in ms; any(x -> x === m, found) || push!(found, m); end
+    # (A new method that merely matches, like `(::Type{X})(a) where X`, mentions no own type: not own.)
+    add(ms) = for m in ms; mentions(m.sig, tree) && !any(x -> x === m, found) && push!(found, m); end
     for m in tree, name in names(m; all = true)
         isdefined(m, name) || continue
         v = getfield(m, name)
@@ -167,13 +168,13 @@ function new_methods_reason(w::UInt, mod::Module, code::String)::String
     WORLD_FIELD == 0 && return "piracy"     # cannot tell: be safe
     tree = module_tree(mod)
     ticks = world() - w
-    own = length(own_new_methods(tree, w))
-    own >= ticks && return ""
+    own = own_new_methods(tree, w)
+    length(own) >= ticks && return ""
     named = Method[]
     for f in named_functions(mod, code, tree), m in new_in(f, w)
-        any(x -> x === m, named) || push!(named, m)
+        any(x -> x === m, named) || any(x -> x === m, own) || push!(named, m)
     end
-    if own + length(named) >= ticks
+    if length(own) + length(named) >= ticks
         return pirated(named, tree) ? "piracy" : ""
     end
     try

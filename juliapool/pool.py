@@ -464,7 +464,9 @@ class JuliaProcessPool:
     def _warm_up(self, worker: Worker) -> None:
         """Compile the worker's own paths (success, error, and for notebooks display, completion),
         so that the first real call does not pay Julia's compilation of them."""
-        calls = [("println(1); println(1.5); print(stderr, 2)", ""), ('error("warm-up")', "")]
+        calls = [("println(1); println(1.5); print(stderr, 2)", ""), ('error("warm-up")', ""),
+                 # the fresh-state checks that follow a call defining methods (~0.3 s to compile)
+                 ("struct WarmUp; x::Int; end; Base.show(io::IO, w::WarmUp) = print(io, w.x); println(WarmUp(1))", "")]
         if self.warm_kernel:
             cell = 'x = 1; for i in 1:2; x += i; end; println(x); display([1, 2]); "x"'
             calls += [(cell, "session:warm-up"), ('error("warm-up")', "session:warm-up")]
