@@ -68,7 +68,8 @@ function own_new_methods(tree::Vector{Module}, w::UInt)::Vector{Method}
         v = getfield(m, name)
         T = v isa Type ? Base.unwrap_unionall(v) : typeof(v)
         T isa DataType && owns(tree, T.name.module) || continue
-        add(new_in(v, w))
+        # A function's type (`#f` beside `f`) has no constructors worth the lookup (~0.3 ms each).
+        v isa Type && T <: Function || add(new_in(v, w))
         f = v isa Function ? v : v isa Type && T <: Function && isdefined(T, :instance) ? T.instance : nothing
         f === nothing && continue
         f === v || add(new_in(f, w))
