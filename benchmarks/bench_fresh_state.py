@@ -53,6 +53,11 @@ def measure(tree: Path, calls: int) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def commit(tree: Path) -> str:
+    proc = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return proc.stdout.strip() or "(not a git tree)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--against", required=True, type=Path, help="the other tree (a juliapool checkout)")
@@ -60,6 +65,8 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=200)
     args = parser.parse_args()
     here = Path(__file__).resolve().parent.parent
+    print(f"this tree {here} ({commit(here)}), other {args.against} ({commit(args.against)}); "
+          f"load average at start {os.getloadavg()[0]:.1f}")
     runs = {"this": [], "other": []}
     for _ in range(args.rounds):
         runs["this"].append(measure(here, args.calls))
@@ -69,6 +76,7 @@ def main() -> None:
         this = statistics.median(r[name] for r in runs["this"]) * 1000
         other = statistics.median(r[name] for r in runs["other"]) * 1000
         print(f"{name:16} {this:10.3f} {other:10.3f} {this / other:6.2f}")
+    print(f"load average at end {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

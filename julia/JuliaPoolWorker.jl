@@ -244,7 +244,9 @@ function handle_exec(frame::Frame)
     fields = istaskfailed(task) ? ["error", "InterruptException", "interrupted", "InterruptException\n"] :
                                   fetch(task)
     interrupted = fields[2] == "InterruptException"
-    insert!(fields, 5, key == "Main" ? "" : settle_state(before, mod, code, fresh, interrupted))
+    # If the check itself fails (a Julia it was not written for), the worker is not trusted ("check").
+    reason = key == "Main" ? "" : try settle_state(before, mod, code, fresh, interrupted) catch; "check" end
+    insert!(fields, 5, reason)
     key == "Main" && record_baseline()      # preloading and warm-up make the worker's own state
     CURRENT[] = nothing
     ACTIVE_MODULE[] = Main

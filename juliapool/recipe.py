@@ -18,7 +18,9 @@ log = logging.getLogger(__name__)
 
 BASE_FLAGS = ["--startup-file=no", "--history-file=no", "--color=no"]
 WARM_UP_MODULE = session_module("warm-up")
-PLAIN_WARM_UP = ["println(1); println(1.5); print(stderr, 2)", 'error("warm-up")']
+PLAIN_WARM_UP = ["println(1); println(1.5); print(stderr, 2)", 'error("warm-up")',
+                 # the fresh-state checks that follow a call defining methods (~0.3 s to compile)
+                 "struct WarmUp; x::Int; end; Base.show(io::IO, w::WarmUp) = print(io, w.x); println(WarmUp(1))"]
 CELL_WARM_UP = ['x = 1; for i in 1:2; x += i; end; println(x); display([1, 2]); "x"', 'error("warm-up")']
 
 

@@ -111,6 +111,8 @@ def test_plain_functions_structs_and_closures_cost_no_worker(pool):
     ("@eval Base juliapool_new_function(x::Int) = 1", "println(isdefined(Base, :juliapool_new_function))",
      "false\n", "piracy"),
     ("f(x) = 1; Base.length(x::Float64) = 99", "println(length(1.5))", "1\n", "piracy"),
+    # matches every type, the call's own among them, but is not its own
+    ("struct P end; (::Type{X})(a::Symbol) where X = 1", "println(applicable(Int, :a))", "false\n", "piracy"),
     ("atexit(() -> println(\"bye\"))", 'println("ok")', "ok\n", "task"),
 ])
 def test_what_cannot_be_undone_retires_the_worker(pool, leak, check, want, reason):

@@ -79,7 +79,10 @@ WORKLOAD_CELLS = [
     "using Printf; @printf(\"%.2f\\n\", pi)",
     "sum(rand(100))",
 ]
-WORKLOAD_PLAIN = ['println("plain")', 'print(stderr, "e")', 'error("plain")', "1 + 1"]
+WORKLOAD_PLAIN = ['println("plain")', 'print(stderr, "e")', 'error("plain")', "1 + 1",
+                  # the fresh-state checks after a call that defines methods, or changes ENV and cd
+                  'g(x) = x; println(g(1))', 'ENV["JULIAPOOL_WARM"] = "1"; cd(tempdir())',
+                  "struct WarmShow; x::Int; end; Base.show(io::IO, w::WarmShow) = print(io, w.x); println(WarmShow(1))"]
 
 
 # ---- building ----------------------------------------------------------------------------------
