@@ -17,6 +17,7 @@ from typing import Callable, Iterator, List
 import pytest
 
 from conftest import pid_alive, wait_until
+from juliapool.execution import Limits
 from juliapool.recipe import BASE_FLAGS, StartRecipe
 from juliapool.result import EXITED, NOT_INTERRUPTIBLE, SHUT_DOWN, WorkerEnd
 from juliapool.worker import Worker
@@ -60,7 +61,7 @@ def block_the_worker(worker: Worker, tmp_path: Path, ignore_sigterm: bool) -> No
     code = ((IGNORE_SIGTERM if ignore_sigterm else "")
             + f"@async (while !isfile({jl_path(go)}) sleep(0.01) end; touch({jl_path(blocked)}); "
             "ccall(:sleep, Cuint, (Cuint,), 1000))")
-    reply = worker.execute(code, timeout=60)
+    reply = worker.execute(code, limits=Limits(timeout=60))
     assert reply.status == "ok", reply
     go.touch()  # only now: the reply has come, the task may block the process
     assert wait_until(blocked.exists, 30), "the task did not start"
@@ -108,7 +109,7 @@ def test_a_worker_killed_from_outside_while_idle_reports_exited(make_worker):
 
 def test_code_that_ignores_the_interrupt_ends_by_kill(make_worker):
     worker = make_worker()
-    reply = worker.execute("while true end", timeout=STEP, grace=STEP)
+    reply = worker.execute("while true end", limits=Limits(timeout=STEP, grace=STEP))
     assert reply.timed_out and reply.worker_end == WorkerEnd(-signal.SIGKILL, NOT_INTERRUPTIBLE), reply
     assert worker.ended_by == "kill"
     assert worker.stop(STEP) == "kill"
