@@ -49,3 +49,15 @@ class InstallError(JuliaPoolError, RuntimeError):
 
 class SysimageError(JuliaPoolError, RuntimeError):
     """A system image could not be built; the message says which step failed and why."""
+
+
+class ServerUnavailableError(JuliaPoolError, ConnectionError):
+    """No pool server could be reached (`juliapool.connect()`): none runs at the socket, it belongs to
+    another user, or it could not be started. Start one with `juliapool serve`, or use a
+    JuliaProcessPool of your own."""
+
+
+class ServerGoneError(ServerUnavailableError):
+    """The pool server this client was connected to went away (it was stopped or killed). A call
+    already running on a lent worker finishes; later calls raise this. Connect again once a server
+    runs (`juliapool serve`)."""
