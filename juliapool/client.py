@@ -13,6 +13,7 @@ server's packets (answers, GIVE_BACK, end of connection).
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import logging
 import mmap
@@ -40,6 +41,15 @@ GIVE_BACK_GRACE = 1.0  # seconds after a GIVE_BACK during which finished plain b
 COUNT_EVERY = 1.0  # seconds between two reports of call counters to the server
 EXIT_STATUS_WAIT = 10.0
 
+_live_clients: "weakref.WeakSet[PoolClient]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_live_clients() -> None:
+    """A process that ends without close() still reports its counters and gives its workers back."""
+    for client in list(_live_clients):
+        client.close()
+
 
 class _Connection:
     """The SEQPACKET connection: requests with ids, a reader thread for answers and pushes."""
@@ -49,6 +59,10 @@ class _Connection:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         try:
             self.sock.connect(str(path))
+        except PermissionError as e:
+            self.sock.close()
+            raise ServerUnavailableError(f"the pool server socket {path} is not open to this user ({e.strerror}): "
+                                         "a server serves only the user who started it") from e
         except OSError as e:
             self.sock.close()
             raise ServerUnavailableError(f"no juliapool server at {path} ({e.strerror or e}): start one with "
@@ -204,6 +218,7 @@ class PoolClient:
         self.server_pid = int(hello["pid"])
         self.julia_path = str(hello.get("julia", ""))
         self.julia_args: List[str] = list(hello.get("julia_args", []))
+        _live_clients.add(self)
 
     # ---- the pool's API ------------------------------------------------------------------------
 
