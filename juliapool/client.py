@@ -65,8 +65,10 @@ class _Connection:
                                          "a server serves only the user who started it") from e
         except OSError as e:
             self.sock.close()
-            raise ServerUnavailableError(f"no juliapool server at {path} ({e.strerror or e}): start one with "
-                                         f"`juliapool serve`, or set ${wire.SOCKET_ENV}") from e
+            error = ServerUnavailableError(f"no juliapool server at {path} ({e.strerror or e}): start one with "
+                                           f"`juliapool serve`, or set ${wire.SOCKET_ENV}")
+            error.absent = isinstance(e, (FileNotFoundError, ConnectionRefusedError))  # type: ignore[attr-defined]
+            raise error from e
         _pid, uid = wire.peer_uid(self.sock)
         if uid != os.getuid():  # a socket planted by someone else: talk to nobody but our own user
             self.sock.close()
@@ -426,9 +428,13 @@ class PoolClient:
             lease.close()
 
 
-def connect(path: Union[str, Path, None] = None, **options: object) -> PoolClient:
+def connect(path: Union[str, Path, None] = None, *, start: bool = False, **options: object) -> PoolClient:
     """A client of the user's pool server: at `path`, else $JULIAPOOL_SOCKET, else the private
     default (`juliapool.wire.default_socket_path`). Raises ServerUnavailableError if none runs
-    there (start one with `juliapool serve`, or see `juliapool.autostart`). `options` are
-    PoolClient's."""
+    there, unless `start`: then one is started in the background (`juliapool.autostart`; it stops
+    after $JULIAPOOL_SERVER_IDLE_TIMEOUT seconds unused). `options` are PoolClient's."""
+    if start:
+        from .autostart import connect_or_start
+
+        return connect_or_start(path, **options)
     return PoolClient(path, **options)  # type: ignore[arg-type]

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple, TypeVar
 from .errors import WorkerDiedError
 from .execution import DisplayCallback, InputCallback, OutputCallback
 from .protocol import PLAIN, cell_options, session_module
-from .result import DIED_IDLE, CodeExecResult, ExecReply, WorkerEnd
+from .result import DIED_IDLE, SHUT_DOWN, CodeExecResult, ExecReply, WorkerEnd
 from .session import _byte_offset, _char_offset
 from .wire import Op
 from .worker import Worker
@@ -176,6 +176,9 @@ class RemoteSession:
     def release(self) -> None:
         """Give the worker back to the server but keep the session there (a later call, from this
         client or another, leases it again with its state)."""
+        lease = self._lease
+        if self._running and lease is not None:  # a call runs: end it (its result says so) rather than wait
+            lease.worker.kill(SHUT_DOWN)
         with self._calls:
             lease, self._lease = self._lease, None
             if lease is not None:

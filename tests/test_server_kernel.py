@@ -1,0 +1,130 @@
+"""Kernels on the pool server (`juliapool-kernel-install --server`), through jupyter_client: the
+notebook's worker is leased from a real `juliapool serve` process; interrupt, restart, shutdown and a
+killed kernel; a server started by the kernel itself; the fallback to a private pool."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Dict, Iterator, Optional
+
+import pytest
+from jupyter_client.manager import start_new_kernel
+
+import juliapool
+import kernel_env
+from kernel_env import julia_pids, jupyter_env, tagged_pids, wait_no_tagged_processes
+from juliapool.kernel.install import install
+
+from conftest import wait_until
+from server_support import Server, socket_path, wait_dead, wait_stats
+from test_kernel_faults import collect, value
+
+pytestmark = pytest.mark.timeout(240)
+
+SERVER_KERNEL = "juliapool-test-server"
+
+
+def server_kernelspec() -> str:
+    env = jupyter_env()
+    prefix = Path(env["JUPYTER_PATH"]).parent.parent
+    if not (Path(env["JUPYTER_PATH"]) / "kernels" / SERVER_KERNEL).is_dir():
+        install(prefix=str(prefix), name=SERVER_KERNEL, display_name="Julia test (server)", server=True,
+                env={kernel_env.TAG_VAR: kernel_env._tag})
+    return SERVER_KERNEL
+
+
+@contextmanager
+def server_kernel(path: Path, stderr_to: Optional[Path] = None, now: bool = False) -> Iterator:
+    """A kernel from the --server kernelspec, its server socket at `path`."""
+    env: Dict[str, str] = dict(os.environ, JULIAPOOL_SOCKET=str(path))
+    extra = {}
+    if stderr_to is not None:
+        extra["stderr"] = open(stderr_to, "ab")
+    km, kc = start_new_kernel(kernel_name=server_kernelspec(), startup_timeout=90, env=env, **extra)
+    try:
+        yield km, kc
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=now)
+        if "stderr" in extra:
+            extra["stderr"].close()
+
+
+def kernel_pid(km) -> int:
+    return km.provisioner.process.pid
+
+
+@pytest.fixture(scope="module")
+def server():
+    with Server(socket_path(), "--workers", "1", "--max-workers", "3") as srv:
+        yield srv
+
+
+def test_a_notebook_runs_on_a_leased_server_worker_with_interrupt_and_shutdown(server):
+    with server_kernel(server.path) as (km, kc):
+        assert value(kc, "x = 40 + 1") == "41"
+        pid = int(value(kc, "getpid()"))
+        assert pid in server.worker_pids() and julia_pids(tagged_pids()) == []  # no Julia of its own
+        stats = server.stats()
+        mine = [e for e in stats["session_list"] if e["attached_to"] == kernel_pid(km)]
+        assert len(mine) == 1 and mine[0]["worker_pid"] == pid and not mine[0]["keep"]
+        msg_id = kc.execute("sleep(100)")
+        time.sleep(1.0)
+        km.interrupt_kernel()
+        reply, msgs = collect(kc, msg_id, timeout=30)
+        assert reply["status"] == "error" and reply["ename"] == "InterruptException"
+        assert value(kc, "x") == "41"  # the interrupt kept the state, on the same worker
+        assert int(value(kc, "getpid()")) == pid
+    # the kernel is gone: the server forgot its session and no longer holds its worker for it
+    wait_stats(server, lambda s: not any(e["worker_pid"] == pid for e in s["session_list"]) and s["clients"] == 1)
+    assert wait_no_tagged_processes() == []
+
+
+def test_restart_gives_a_fresh_state_and_a_killed_kernel_frees_its_worker(server):
+    with server_kernel(server.path, now=True) as (km, kc):
+        assert value(kc, "y = 7") == "7"
+        km.restart_kernel(now=False)
+        kc.wait_for_ready(timeout=90)
+        assert value(kc, "@isdefined y") == "false"
+        pid = int(value(kc, "getpid()"))
+        kc.execute("sleep(300)")
+        time.sleep(1.0)
+        os.kill(kernel_pid(km), signal.SIGKILL)  # the kernel dies mid-cell: its worker runs on
+        assert wait_dead(pid, 20), "the worker of a killed kernel was not killed by the server"
+    stats = wait_stats(server, lambda s: s["killed_mid_call"] >= 1 and not s["session_list"])
+    assert stats["workers"] <= 3
+
+
+def test_a_kernel_starts_the_server_when_none_runs_and_others_share_it():
+    path = socket_path()
+    try:
+        with server_kernel(path) as (km1, kc1), server_kernel(path) as (km2, kc2):
+            assert value(kc1, "1 + 1") == "2" and value(kc2, "2 + 2") == "4"
+            with juliapool.connect(path) as client:
+                stats = client.get_stats()
+            assert stats["sessions"] == 2 and stats["clients"] == 3
+            # the server is nobody's child: it outlives the kernel that started it
+            assert all(int(value(kc, "getpid()")) in [w["pid"] for w in stats["worker_list"]] for kc in (kc1, kc2))
+        assert wait_until(lambda: juliapool.connect(path).get_stats()["sessions"] == 0, 30)
+    finally:
+        try:
+            juliapool.connect(path).stop_server()
+        except juliapool.ServerUnavailableError:
+            pass
+    assert wait_no_tagged_processes(30) == []
+
+
+def test_without_a_usable_server_the_kernel_says_so_and_uses_a_private_pool(tmp_path):
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the socket's folder should be")
+    log = tmp_path / "kernel.log"
+    with server_kernel(blocked / "pool.sock", stderr_to=log) as (km, kc):
+        assert value(kc, "1 + 1") == "2"
+        assert julia_pids(tagged_pids())  # its own workers
+    text = log.read_text(errors="replace")
+    assert "the pool server cannot be used" in text and "private pool" in text
+    assert wait_no_tagged_processes() == []
