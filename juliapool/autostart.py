@@ -8,8 +8,10 @@ loser exits and both connect to the winner.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -31,23 +33,46 @@ def connect_or_start(path: Union[str, Path, None] = None, *, serve_args: Sequenc
                      julia: Optional[str] = None, start_timeout: float = 30.0, **options: object) -> PoolClient:
     """A client of the server at `path` (default as `connect`); if nothing listens there, start
     `juliapool serve --socket path --idle-timeout S *serve_args` and connect to it once it listens.
-    Raises ServerUnavailableError if it still cannot be reached after `start_timeout` seconds."""
+    The client's `revive` does the same if that server goes away later. Raises
+    ServerUnavailableError if it cannot be reached after `start_timeout` seconds."""
     where = Path(path) if path else wire.default_socket_path()
+    revive = functools.partial(ensure_server, where, serve_args, julia, start_timeout)
     try:
-        return PoolClient(where, **options)  # type: ignore[arg-type]
+        client = PoolClient(where, **options)  # type: ignore[arg-type]
     except ServerUnavailableError as e:
         if not getattr(e, "absent", False):
             raise  # there is a server, but not for us (another user, a mistake): never start a second one
-    spawn_server(where, serve_args, julia)
+        revive()
+        client = PoolClient(where, **options)  # type: ignore[arg-type]
+    client.revive = revive
+    return client
+
+
+def ensure_server(path: Path, serve_args: Sequence[str] = (), julia: Optional[str] = None,
+                  start_timeout: float = 30.0) -> None:
+    """Return once a server listens at `path`, starting one if nothing does."""
+    if _listening(path):
+        return
+    spawn_server(path, serve_args, julia)
     deadline = time.monotonic() + start_timeout
-    while True:
-        try:
-            return PoolClient(where, **options)  # type: ignore[arg-type]
-        except ServerUnavailableError as e:
-            if not getattr(e, "absent", False) or time.monotonic() >= deadline:
-                raise ServerUnavailableError(f"started a pool server at {where}, but cannot reach it: {e} "
-                                             f"(its log: {where.parent / LOG_NAME})") from e
+    while not _listening(path):
+        if time.monotonic() >= deadline:
+            raise ServerUnavailableError(f"started a pool server at {path}, but it does not listen after "
+                                         f"{start_timeout:g} s (its log: {path.parent / LOG_NAME})")
         time.sleep(0.02)
+
+
+def _listening(path: Path) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    try:
+        probe.connect(str(path))
+        return True
+    except (FileNotFoundError, ConnectionRefusedError):
+        return False
+    except OSError as e:
+        raise ServerUnavailableError(f"cannot reach the pool server socket {path}: {e}") from e
+    finally:
+        probe.close()
 
 
 def spawn_server(path: Path, serve_args: Sequence[str] = (), julia: Optional[str] = None) -> None:

@@ -23,7 +23,7 @@ import threading
 import time
 import weakref
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from . import wire
 from .discovery import julia_version
@@ -156,8 +156,9 @@ class _Connection:
 class Lease:
     """A worker lent by the server: our copies of its descriptors, and the flag the server reads."""
 
-    def __init__(self, msg: dict, fds: List[int], exit_status) -> None:
+    def __init__(self, msg: dict, fds: List[int], conn: _Connection, exit_status) -> None:
         named = dict(zip(LEASE_FDS, fds))
+        self.conn = conn  # the connection it came on: it is returned there, or not at all
         for fd in fds:
             os.set_inheritable(fd, False)  # a process we spawn must not keep the worker's pipes open
         self.id = int(msg["lease"])
@@ -167,7 +168,7 @@ class Lease:
         os.close(named["flag"])
         process = WorkerProcess.adopt({"request": named["request"], REPLY: named["reply"], STDOUT: named["stdout"],
                                        STDERR: named["stderr"], EXIT: named["exit"]}, int(msg["pid"]),
-                                      lambda: exit_status(self.id))
+                                      lambda: exit_status(self))
         self.worker = Worker.over(process, str(msg.get("name", "worker")), str(msg.get("julia_version", "")))
         self.reported_calls = 0
 
@@ -208,18 +209,9 @@ class PoolClient:
         self._seq = 0
         self._closed = False
         self._sessions: "weakref.WeakSet" = weakref.WeakSet()
-        self._conn = _Connection(self.path, self._on_push, self._on_gone)
-        try:
-            hello, _ = self._conn.request(Op.HELLO, timeout=30.0, version=wire.SERVER_PROTOCOL)
-        except ServerUnavailableError:
-            self._conn.close()
-            raise
-        if hello.get("op") != Op.OK:
-            self._conn.close()
-            raise ServerUnavailableError(f"the juliapool server at {self.path}: {hello.get('message')}")
-        self.server_pid = int(hello["pid"])
-        self.julia_path = str(hello.get("julia", ""))
-        self.julia_args: List[str] = list(hello.get("julia_args", []))
+        self.revive: Optional[Callable[[], None]] = None  # set: called to bring a lost server back
+        self._revive_lock = threading.Lock()
+        self._conn = self._open()
         _live_clients.add(self)
 
     # ---- the pool's API ------------------------------------------------------------------------
@@ -292,6 +284,7 @@ class PoolClient:
 
     def get_stats(self) -> Dict[str, object]:
         """The server's counters and its workers, sessions and clients (see `juliapool status`)."""
+        self._check_open()
         self._report_counts(force=True)
         msg, _ = self._conn.request(Op.STATS, timeout=30.0)
         return dict(msg.get("stats", {}))
@@ -344,13 +337,44 @@ class PoolClient:
     def __repr__(self) -> str:
         return f"<PoolClient {self.path} server pid {self.server_pid} {'closed' if self._closed else 'open'}>"
 
-    # ---- leases --------------------------------------------------------------------------------
+    # ---- the connection ------------------------------------------------------------------------
+
+    def _open(self) -> _Connection:
+        """Connect and say hello; learn the server's pid and how its workers run."""
+        conn = _Connection(self.path, self._on_push, self._on_gone)
+        try:
+            hello, _ = conn.request(Op.HELLO, timeout=30.0, version=wire.SERVER_PROTOCOL)
+        except ServerUnavailableError:
+            conn.close()
+            raise
+        if hello.get("op") != Op.OK:
+            conn.close()
+            raise ServerUnavailableError(f"the juliapool server at {self.path}: {hello.get('message')}")
+        self.server_pid = int(hello["pid"])
+        self.julia_path = str(hello.get("julia", ""))
+        self.julia_args: List[str] = list(hello.get("julia_args", []))
+        return conn
 
     def _check_open(self) -> None:
+        """Raise if closed or if the server went away; with `revive` set, try to bring it back first
+        (a kernel's client: the notebook goes on, on a fresh worker)."""
         if self._closed:
             raise JuliaPoolError("this pool client was closed; connect again with juliapool.connect()")
+        if not self._conn.gone:
+            return
+        with self._revive_lock:
+            if self._conn.gone and self.revive is not None:
+                try:
+                    self.revive()
+                    self._conn = self._open()
+                    log.warning("the pool server at %s went away; connected to a new one (pid %d)",
+                                self.path, self.server_pid)
+                except ServerUnavailableError as e:
+                    log.warning("the pool server at %s went away and could not be brought back: %s", self.path, e)
         if self._conn.gone:
             raise self._conn.gone_error()
+
+    # ---- leases --------------------------------------------------------------------------------
 
     def _kept(self) -> Optional[Lease]:
         with self._lock:
@@ -362,9 +386,10 @@ class PoolClient:
 
     def _lease(self, op: Op, **fields: object) -> Lease:
         """Ask the server for a worker (waits up to checkout_timeout); raises the pool's errors."""
-        msg, fds = self._conn.request(op, None, wait=self.checkout_timeout, **fields)
+        conn = self._conn
+        msg, fds = conn.request(op, None, wait=self.checkout_timeout, **fields)
         if msg.get("op") == Op.LEASE and len(fds) == len(LEASE_FDS):
-            return Lease(msg, fds, self._exit_status)
+            return Lease(msg, fds, conn, self._exit_status)
         wire._close_all(fds)
         error = {"busy": PoolBusyError, "broken": PoolBrokenError}.get(str(msg.get("error")), JuliaPoolError)
         raise error(str(msg.get("message", msg)))
@@ -372,7 +397,7 @@ class PoolClient:
     def _give_back(self, lease: Lease) -> None:
         """After a plain call: keep the worker for the next call, or return it."""
         worker = lease.worker
-        keep = (worker.alive and not worker.dirty and not self._closed and not self._conn.gone
+        keep = (worker.alive and not worker.dirty and not self._closed and not lease.conn.gone
                 and time.monotonic() - self._asked_at > GIVE_BACK_GRACE)
         if keep:
             with self._lock:
@@ -384,16 +409,16 @@ class PoolClient:
     def _return(self, lease: Lease, end: Optional[dict] = None, close: bool = False) -> None:
         worker = lease.worker
         try:
-            self._conn.send(Op.RETURN, lease=lease.id, calls=worker.calls - lease.reported_calls,
+            lease.conn.send(Op.RETURN, lease=lease.id, calls=worker.calls - lease.reported_calls,
                             dirty=worker.dirty, end=end, close=close)
         except ServerUnavailableError:
             pass
         lease.close()
 
-    def _exit_status(self, lease_id: int) -> Optional[int]:
+    def _exit_status(self, lease: Lease) -> Optional[int]:
         """The exit code of a lent worker that ended: the server is its parent and reaps it."""
         try:
-            msg, _ = self._conn.request(Op.EXIT_STATUS, timeout=EXIT_STATUS_WAIT, lease=lease_id)
+            msg, _ = lease.conn.request(Op.EXIT_STATUS, timeout=EXIT_STATUS_WAIT, lease=lease.id)
             return msg.get("returncode")
         except ServerUnavailableError:
             return None
@@ -421,11 +446,14 @@ class PoolClient:
                 self._return(lease)
 
     def _on_gone(self) -> None:
-        """The server went away: close kept workers' pipes now, so those workers end."""
+        """The server went away: close kept workers' pipes now, so those workers end (a session's
+        worker that runs a call is let go when the call ends)."""
         with self._lock:
             kept, self._idle = self._idle, []
         for lease in kept:
             lease.close()
+        for session in list(self._sessions):
+            session.server_gone()
 
 
 def connect(path: Union[str, Path, None] = None, *, start: bool = False, **options: object) -> PoolClient:

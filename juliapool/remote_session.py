@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple, TypeVar
 from .errors import WorkerDiedError
 from .execution import DisplayCallback, InputCallback, OutputCallback
 from .protocol import PLAIN, cell_options, session_module
-from .result import DIED_IDLE, SHUT_DOWN, CodeExecResult, ExecReply, WorkerEnd
+from .result import DIED_IDLE, SERVER_GONE, SHUT_DOWN, CodeExecResult, ExecReply, WorkerEnd
 from .session import _byte_offset, _char_offset
 from .wire import Op
 from .worker import Worker
@@ -116,11 +116,13 @@ class RemoteSession:
 
     def _acquire(self) -> "Lease":
         lease = self._lease
-        if lease is not None:
+        if lease is not None and lease.conn.gone:
+            self._let_go()
+        elif lease is not None:
             if lease.worker.alive:
                 return lease
             self._give_back_dead(WorkerEnd(lease.worker.poll(), DIED_IDLE))
-        self.client._check_open()
+        self.client._check_open()  # a client that can revive its server connects to a new one here
         lease = self.client._lease(Op.SESSION, key=self.key, keep=self.keep)
         lost = lease.info.get("lost")
         if lost:
@@ -134,6 +136,23 @@ class RemoteSession:
         lease, self._lease = self._lease, None
         if lease is not None:
             self.client._return(lease, end=dataclasses.asdict(end))
+
+    def server_gone(self) -> None:
+        """The server went away (the client's reader thread says so): let go of an idle worker now,
+        so that it ends; one that runs a call is let go at the next call."""
+        if not self._running and self._calls.acquire(blocking=False):
+            try:
+                if self._lease is not None:
+                    self._let_go()
+            finally:
+                self._calls.release()
+
+    def _let_go(self) -> None:
+        """Close our ends of a worker whose server is gone; the next call says the state went with it."""
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            lease.close()
+            self._lost = WorkerEnd(None, SERVER_GONE)
 
     def interrupt(self) -> bool:
         """SIGINT to the running call (thread-safe); the worker is killed if it does not stop within

@@ -37,7 +37,7 @@ from . import wire
 from .process import EXIT, REPLY, STDERR, STDOUT
 from .discovery import find_julia
 from .recipe import BASE_FLAGS, StartRecipe, choose_sysimage
-from .result import CLIENT_GONE, DIED_IDLE
+from .result import CLIENT_GONE, DIED_IDLE, SHUT_DOWN
 from .serverstats import server_stats
 from .stock import WorkerStock
 from .wire import BUSY, Op
@@ -204,6 +204,8 @@ class PoolServer:
             except OSError:
                 pass
         for client in list(self.clients.values()):
+            for lease in client.leases.values():  # their borrowers' calls end, and say why
+                lease.worker.kill(SHUT_DOWN)
             client.sock.close()
         self.stock.shutdown()
         self._sel.close()

@@ -202,12 +202,14 @@ def test_clients_of_a_killed_server_get_server_gone_and_no_worker_is_left():
     with Server(socket_path(), "--workers", "1") as srv:
         client = juliapool.connect(srv.path)
         pid = int(client.execute("print(getpid())").stdout)  # kept by this client between calls
+        session = client.session("held")
+        held = int(session.execute("print(getpid())").stdout)  # leased for the session's life
         srv.stop(signal.SIGKILL)
-        assert wait_dead(pid, 15), "a worker outlived its killed server"
+        assert wait_dead(pid, 15) and wait_dead(held, 15), "a worker outlived its killed server"
         with pytest.raises(ServerGoneError, match="went away"):
             client.execute("1")
         with pytest.raises(ServerGoneError):
-            client.session("x").execute("1")
+            session.execute("1")
         client.close()
 
 

@@ -128,3 +128,26 @@ def test_without_a_usable_server_the_kernel_says_so_and_uses_a_private_pool(tmp_
     text = log.read_text(errors="replace")
     assert "the pool server cannot be used" in text and "private pool" in text
     assert wait_no_tagged_processes() == []
+
+
+def test_a_kernel_whose_server_was_killed_goes_on_with_a_new_server():
+    path = socket_path()
+    first = Server(path, "--workers", "1")
+    try:
+        with server_kernel(path) as (km, kc):
+            assert value(kc, "z = 3") == "3"
+            first.stop(signal.SIGKILL)
+            reply, msgs = collect(kc, kc.execute("@isdefined z"), timeout=90)
+            assert reply["status"] == "ok"
+            assert [c["data"]["text/plain"] for t, c in msgs if t == "execute_result"] == ["false"]
+            notes = "".join(c["text"] for t, c in msgs if t == "stream" and c["name"] == "stderr")
+            assert "fresh" in notes  # the notebook is told its state is gone
+            with juliapool.connect(path) as client:
+                assert client.server_pid != first.proc.pid
+    finally:
+        first.stop()
+        try:
+            juliapool.connect(path).stop_server()
+        except juliapool.ServerUnavailableError:
+            pass
+    assert wait_no_tagged_processes(30) == []
