@@ -216,3 +216,18 @@ def test_clients_of_a_killed_server_get_server_gone_and_no_worker_is_left():
 def test_no_server_is_a_clear_error():
     with pytest.raises(ServerUnavailableError, match="juliapool serve"):
         juliapool.connect(socket_path())
+
+
+def test_threads_and_asyncio_share_one_client(server):
+    out = client_json(server.path, """
+    import asyncio, threading
+    results = []
+    def call(i):
+        results.append(client.execute(f"sleep(0.3); print({i})").stdout)
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(4)]  # more callers than workers
+    [t.start() for t in threads]; [t.join() for t in threads]
+    async def many():
+        return [r.stdout for r in await asyncio.gather(*(client.execute_async(f"print({i})") for i in range(3)))]
+    print(json.dumps([sorted(results), asyncio.run(many())]))
+    """)
+    assert out[0] == [["0", "1", "2", "3"], ["0", "1", "2"]]
