@@ -194,7 +194,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     recipe = server_recipe(args.julia_args, args.preload, args.warmup)
     most = args.max_workers or max(4, args.workers)
     server = PoolServer(path, recipe, spares=min(args.workers, most), max_workers=most,
-                        idle_timeout=args.idle_timeout or None, session_ttl=args.session_ttl or None)
+                        idle_timeout=args.idle_timeout or None, session_ttl=args.session_ttl or None,
+                        kernels=not args.no_kernels)
     try:
         server.bind()
     except AlreadyRunning as e:
@@ -257,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="stop after S seconds with no clients and no sessions (0: never)")
     serve.add_argument("--session-ttl", type=float, default=3600, metavar="S",
                        help="forget a session nobody used for S seconds (3600; 0: never)")
+    serve.add_argument("--no-kernels", action="store_true",
+                       help="no kernel zygote: --server kernels then start as ordinary kernels")
     serve.set_defaults(func=cmd_serve)
 
     status = sub.add_parser("status", help="the pool server's workers, sessions, clients and counters")

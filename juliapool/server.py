@@ -25,9 +25,12 @@ import fcntl
 import logging
 import mmap
 import os
+import select
 import selectors
 import signal
 import socket
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +49,8 @@ from .worker import Worker
 log = logging.getLogger(__name__)
 
 TICK = 0.25  # seconds between looks at deadlines, idle sessions and idle workers
-GIVE_BACK_EVERY = 0.5  # seconds between two requests to clients for idle leases
+GIVE_BACK_EVERY = 0.5
+ZYGOTE_WAIT = 30.0  # seconds the kernel zygote may take to import the kernel machinery  # seconds between two requests to clients for idle leases
 
 
 class AlreadyRunning(Exception):
@@ -102,8 +106,11 @@ class PoolServer:
     """Listens on `path`, lends workers of a WorkerStock to the user's clients."""
 
     def __init__(self, path: Path, recipe: StartRecipe, *, spares: int = 2, max_workers: int = 4,
-                 idle_timeout: Optional[float] = None, session_ttl: Optional[float] = 3600.0) -> None:
+                 idle_timeout: Optional[float] = None, session_ttl: Optional[float] = 3600.0,
+                 kernels: bool = True) -> None:
         self.path = Path(path)
+        self.kernels = kernels  # run a kernel zygote beside us (juliapool.kernel.zygote)
+        self._zygote: Optional[subprocess.Popen] = None
         self.idle_timeout = idle_timeout
         self.session_ttl = session_ttl
         self.started_at = time.time()
@@ -144,6 +151,9 @@ class PoolServer:
             self.path.unlink()  # a socket left by a server that was killed: we hold the lock now
         except FileNotFoundError:
             pass
+        self.stock.refill()
+        if self.kernels:  # before we listen: a kernel launcher that finds us finds the zygote too
+            self._start_zygote()
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         listener.bind(str(self.path))
         os.chmod(self.path, 0o600)
@@ -152,8 +162,23 @@ class PoolServer:
         self._listener = listener
         self._sel.register(listener, selectors.EVENT_READ, self._accept)
         self._sel.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
-        self.stock.refill()
         log.info("juliapool server %d listening on %s", os.getpid(), self.path)
+
+    def _start_zygote(self) -> None:
+        """The process that forks notebook kernels (it imports ipykernel once, for all of them)."""
+        try:
+            self._zygote = subprocess.Popen([sys.executable, "-m", "juliapool.kernel.zygote",
+                                             str(self.path.with_name(wire.KERNELS_SOCKET))],
+                                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+        except OSError as e:
+            log.warning("no kernel zygote (%s): notebooks start their kernels themselves", e)
+            return
+        assert self._zygote.stdout is not None
+        ready, _, _ = select.select([self._zygote.stdout], [], [], ZYGOTE_WAIT)  # it says "ready" once it listens
+        if not ready or not self._zygote.stdout.readline().strip():
+            log.warning("the kernel zygote is not ready after %g s: notebooks may start their kernels themselves",
+                        ZYGOTE_WAIT)
+        self._zygote.stdout.close()
 
     def serve_forever(self) -> None:
         """Run the loop until `stop()` (or SIGTERM/SIGINT in the main thread), then shut down."""
@@ -208,6 +233,13 @@ class PoolServer:
                 lease.worker.kill(SHUT_DOWN)
             client.sock.close()
         self.stock.shutdown()
+        if self._zygote is not None:
+            self._zygote.terminate()
+            try:
+                self._zygote.wait(5)
+            except subprocess.TimeoutExpired:
+                self._zygote.kill()
+                self._zygote.wait()
         self._sel.close()
         for fd in (self._wake_r, self._wake_w, self._lock_fd):
             if fd >= 0:

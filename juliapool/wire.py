@@ -22,6 +22,7 @@ from .errors import ServerUnavailableError
 SERVER_PROTOCOL = 1
 SOCKET_ENV = "JULIAPOOL_SOCKET"
 SOCKET_NAME = "pool.sock"
+KERNELS_SOCKET = "kernels.sock"  # the kernel zygote's, beside it (juliapool/kernel/launcher.py knows it too)
 MAX_PACKET = 1 << 16
 MAX_FDS = 8
 # The descriptors of a lease, in the order they ride on its LEASE packet.

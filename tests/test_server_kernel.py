@@ -19,7 +19,7 @@ import kernel_env
 from kernel_env import julia_pids, jupyter_env, tagged_pids, wait_no_tagged_processes
 from juliapool.kernel.install import install
 
-from conftest import wait_until
+from conftest import proc_stat, wait_until
 from server_support import Server, socket_path, wait_dead, wait_stats
 from test_kernel_faults import collect, value
 
@@ -70,8 +70,8 @@ def test_a_notebook_runs_on_a_leased_server_worker_with_interrupt_and_shutdown(s
         pid = int(value(kc, "getpid()"))
         assert pid in server.worker_pids() and julia_pids(tagged_pids()) == []  # no Julia of its own
         stats = server.stats()
-        mine = [e for e in stats["session_list"] if e["attached_to"] == kernel_pid(km)]
-        assert len(mine) == 1 and mine[0]["worker_pid"] == pid and not mine[0]["keep"]
+        mine = [e for e in stats["session_list"] if e["worker_pid"] == pid]
+        assert len(mine) == 1 and mine[0]["attached_to"] and not mine[0]["keep"]
         msg_id = kc.execute("sleep(100)")
         time.sleep(1.0)
         km.interrupt_kernel()
@@ -151,3 +151,16 @@ def test_a_kernel_whose_server_was_killed_goes_on_with_a_new_server():
         except juliapool.ServerUnavailableError:
             pass
     assert wait_no_tagged_processes(30) == []
+
+
+def test_the_kernel_is_forked_by_the_zygote_and_ends_with_its_launcher(server):
+    with server_kernel(server.path, now=True) as (km, kc):
+        worker = int(value(kc, "getpid()"))
+        entry = next(e for e in server.stats()["session_list"] if e["worker_pid"] == worker)
+        kernel, launcher = entry["attached_to"], kernel_pid(km)
+        assert kernel != launcher
+        zygote = proc_stat(kernel)["ppid"]
+        assert "juliapool.kernel.zygote" in proc_stat(zygote)["cmdline"]  # forked, not started anew
+        os.kill(launcher, signal.SIGKILL)
+        assert wait_dead(kernel, 20), "the kernel outlived its launcher"
+    wait_stats(server, lambda s: not any(e["worker_pid"] == worker for e in s["session_list"]))

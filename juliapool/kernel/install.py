@@ -46,7 +46,8 @@ def kernel_json(display_name: str, julia: Optional[str], julia_args: Sequence[st
         spec["argv"].append(f"--julia={julia}")
     # `=` keeps a value that starts with `--` attached to its option.
     spec["argv"] += [f"--julia-arg={arg}" for arg in julia_args]
-    if server:  # lease the notebook's worker from the user's pool server (juliapool serve)
+    if server:  # lease the notebook's worker from the user's pool server; its zygote forks the kernel
+        spec["argv"][1:3] = ["-S", str(Path(__file__).resolve().parent / "launcher.py")]
         spec["argv"].append("--server")
     spec["display_name"] = display_name
     spec["interrupt_mode"] = interrupt_mode
