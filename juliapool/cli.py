@@ -185,7 +185,8 @@ def cmd_sysimage(args: argparse.Namespace) -> int:
 # ---- serve and status (the pool server) -----------------------------------------------------
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .server import AlreadyRunning, PoolServer, server_recipe
+    from .server import AlreadyRunning, PoolServer
+    from .stock import server_recipe
     from .wire import default_socket_path
 
     path = Path(args.socket).absolute() if args.socket else default_socket_path()

@@ -32,18 +32,17 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Deque, Dict, List, Optional, Sequence
+from typing import Callable, Deque, Dict, List, Optional
 
 from . import wire
 from .process import EXIT, REPLY, STDERR, STDOUT
-from .discovery import find_julia
-from .recipe import BASE_FLAGS, StartRecipe, choose_sysimage
+from .recipe import StartRecipe
 from .result import CLIENT_GONE, DIED_IDLE, SHUT_DOWN
 from .serverstats import server_stats
+from .leases import Client, Entry, Lease, Waiter
 from .stock import WorkerStock
-from .wire import BUSY, Op
+from .wire import Op
 from .worker import Worker
 
 log = logging.getLogger(__name__)
@@ -59,47 +58,6 @@ class AlreadyRunning(Exception):
     def __init__(self, path: Path, pid: str) -> None:
         super().__init__(f"a juliapool server already runs at {path} (pid {pid or 'unknown'})")
         self.pid = pid
-
-
-@dataclass(eq=False)
-class Client:
-    sock: socket.socket
-    pid: int
-    since: float = field(default_factory=time.monotonic)
-    leases: Dict[int, "Lease"] = field(default_factory=dict)
-
-
-@dataclass(eq=False)
-class Lease:
-    id: int
-    worker: Worker
-    client: Client
-    key: Optional[str]  # the session it serves, or None: a plain borrow
-    flag: mmap.mmap
-
-    @property
-    def busy(self) -> bool:
-        return not self.flag.closed and self.flag[0] == BUSY
-
-
-@dataclass(eq=False)
-class Entry:
-    """A session: its worker (None once that died), the lease it is out on, how its last worker ended."""
-
-    key: str
-    keep: bool
-    worker: Optional[Worker] = None
-    lease: Optional[Lease] = None
-    lost: Optional[dict] = None
-    used: float = field(default_factory=time.monotonic)
-
-
-@dataclass(eq=False)
-class Waiter:
-    client: Client
-    rid: int
-    deadline: Optional[float]
-    key: Optional[str]
 
 
 class PoolServer:
@@ -481,16 +439,6 @@ class PoolServer:
         elif self.idle_timeout and now - self._quiet_since >= self.idle_timeout:
             log.info("no clients and no sessions for %.0f s: stopping", self.idle_timeout)
             self.stop()
-
-
-def server_recipe(julia_args: Sequence[str] = (), preload: Sequence[str] = (), warmup: Optional[str] = None,
-                  julia_path: Optional[str] = None) -> StartRecipe:
-    """How the server's workers start: as a pool's (system image if one was built), warmed up for
-    notebooks too (kernels lease them), compiled rather than interpreted (they live long)."""
-    julia = find_julia(julia_path)
-    args = BASE_FLAGS + list(julia_args)
-    env = dict(os.environ, JULIAPOOL_INTERPRET_WORKER="0")
-    return StartRecipe(julia, args, env, choose_sysimage(julia, args, None), 120.0, list(preload), warmup, True)
 
 
 def _try_send(sock: socket.socket, msg: dict) -> None:

@@ -9,12 +9,14 @@ calls `_started`). A lent worker is not touched here until it comes back: its bo
 from __future__ import annotations
 
 import logging
+import os
 import threading
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 from .errors import WorkerStartError
 from .process import describe_exit
-from .recipe import StartRecipe
+from .discovery import find_julia
+from .recipe import BASE_FLAGS, StartRecipe, choose_sysimage
 from .result import SHUT_DOWN
 from .worker import Worker
 
@@ -159,3 +161,13 @@ class WorkerStock:
                          "calls": w.calls})
         rows += [{"name": w.name, "pid": w.pid, "state": "starting", "rss_mb": 0.0, "calls": 0} for w in self.starting]
         return rows
+
+
+def server_recipe(julia_args: Sequence[str] = (), preload: Sequence[str] = (), warmup: Optional[str] = None,
+                  julia_path: Optional[str] = None) -> StartRecipe:
+    """How the server's workers start: as a pool's (system image if one was built), warmed up for
+    notebooks too (kernels lease them), compiled rather than interpreted (they live long)."""
+    julia = find_julia(julia_path)
+    args = BASE_FLAGS + list(julia_args)
+    env = dict(os.environ, JULIAPOOL_INTERPRET_WORKER="0")
+    return StartRecipe(julia, args, env, choose_sysimage(julia, args, None), 120.0, list(preload), warmup, True)

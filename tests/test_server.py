@@ -13,7 +13,7 @@ import sys
 import pytest
 
 import juliapool
-from juliapool import PoolBusyError, ServerGoneError, ServerUnavailableError
+from juliapool import ServerGoneError, ServerUnavailableError
 from juliapool.result import CLIENT_GONE
 
 from conftest import pid_alive, wait_until
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.timeout(240)
 
 @pytest.fixture(scope="module")
 def server():
-    with Server(socket_path(), "--workers", "2", "--max-workers", "3") as srv:
+    with Server(socket_path(), "--workers", "2", "--max-workers", "3", "--warmup", "const SERVED_WARM = 42") as srv:
         yield srv
 
 
@@ -231,3 +231,31 @@ def test_threads_and_asyncio_share_one_client(server):
     print(json.dumps([sorted(results), asyncio.run(many())]))
     """)
     assert out[0] == [["0", "1", "2", "3"], ["0", "1", "2"]]
+
+
+def test_workers_are_warmed_up_as_told(server):
+    with juliapool.connect(server.path) as client:
+        assert client.execute("println(Main.SERVED_WARM)").stdout == "42\n"
+
+
+def test_an_idle_server_stops_by_itself_and_removes_its_socket():
+    srv = Server(socket_path(), "--workers", "1", "--idle-timeout", "2")
+    try:
+        with juliapool.connect(srv.path) as client:
+            assert client.execute("println(1)").stdout == "1\n"  # a client: the clock waits
+        assert wait_until(lambda: srv.proc.poll() is not None, 60), "the idle server did not stop"
+        assert srv.proc.returncode == 0 and not srv.path.exists()
+    finally:
+        srv.stop()
+
+
+def test_the_launcher_finds_the_same_folder_as_the_library(monkeypatch, tmp_path):
+    from juliapool.kernel import launcher
+    from juliapool.wire import default_socket_path
+
+    for env in ({"JULIAPOOL_SOCKET": str(tmp_path / "x" / "s.sock")}, {"XDG_RUNTIME_DIR": str(tmp_path)}, {}):
+        for name in ("JULIAPOOL_SOCKET", "XDG_RUNTIME_DIR"):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        assert launcher.socket_folder() == str(default_socket_path().parent)
