@@ -300,7 +300,10 @@ class PoolClient:
 
     @property
     def julia_version(self) -> str:
-        return julia_version(self.julia_path) if self.julia_path else ""
+        """The workers' Julia version: as the server's workers said it, else `julia --version`."""
+        if not self._julia_version and self.julia_path:
+            self._julia_version = julia_version(self.julia_path)
+        return self._julia_version
 
     @property
     def closed(self) -> bool:
@@ -353,6 +356,7 @@ class PoolClient:
         self.server_pid = int(hello["pid"])
         self.julia_path = str(hello.get("julia", ""))
         self.julia_args: List[str] = list(hello.get("julia_args", []))
+        self._julia_version = str(hello.get("julia_version", ""))  # a worker's own word, if one is up
         return conn
 
     def _check_open(self) -> None:

@@ -277,8 +277,9 @@ class PoolServer:
                                 "use the same juliapool for both")
             return
         recipe = self.stock.recipe
+        version = next((w.julia_version for w in self.stock.workers if w.julia_version), "")
         self._reply(client, msg, Op.OK, pid=os.getpid(), julia=recipe.julia, julia_args=recipe.julia_args,
-                    preload=recipe.preload)
+                    preload=recipe.preload, julia_version=version)
 
     def _borrow(self, client: Client, msg: dict) -> None:
         self._wait(client, msg, None)

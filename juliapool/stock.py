@@ -108,6 +108,8 @@ class WorkerStock:
         try:
             worker.start(self.recipe.start_timeout)
             self.recipe.prepare(worker, warm=True)
+            if self.recipe.notebook:  # a notebook's first cell (its value shown) is then ready too
+                self.recipe.warm_first_cell(worker)
         except WorkerStartError as e:
             worker.stop()
             error = e

@@ -4,6 +4,7 @@ killed kernel; a server started by the kernel itself; the fallback to a private 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -22,6 +23,7 @@ from juliapool.kernel.install import install
 from conftest import proc_stat, wait_until
 from server_support import Server, socket_path, wait_dead, wait_stats
 from test_kernel_faults import collect, value
+from test_jupyterlab_e2e import CHROMIUM, CHROMIUM_ARGS, jupyterlab  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -164,3 +166,40 @@ def test_the_kernel_is_forked_by_the_zygote_and_ends_with_its_launcher(server):
         os.kill(launcher, signal.SIGKILL)
         assert wait_dead(kernel, 20), "the kernel outlived its launcher"
     wait_stats(server, lambda s: not any(e["worker_pid"] == worker for e in s["session_list"]))
+
+
+@pytest.fixture
+def lab_on_server(server, monkeypatch):
+    """The module's server, its socket in the environment a JupyterLab server started now gets."""
+    monkeypatch.setenv("JULIAPOOL_SOCKET", str(server.path))
+    server_kernelspec()
+    return server
+
+
+def test_jupyterlab_runs_a_cell_on_a_server_kernel(lab_on_server, jupyterlab, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    display = "Julia test (server)"
+    nb = {"cells": [{"cell_type": "code", "execution_count": None, "id": "first", "metadata": {}, "outputs": [],
+                     "source": 'print("pid ", getpid())'}],
+          "metadata": {"kernelspec": {"name": SERVER_KERNEL, "display_name": display, "language": "julia"}},
+          "nbformat": 4, "nbformat_minor": 5}
+    (jupyterlab.root_dir / "server.ipynb").write_text(json.dumps(nb))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(f"{jupyterlab.url}/lab/tree/server.ipynb?reset&token={jupyterlab.token}",
+                      wait_until="domcontentloaded")
+            status = page.locator('#jp-main-statusbar .jp-StatusBar-TextItem[title^="Change kernel"]')
+            status.filter(has_text=f"{display} | Idle").wait_for(timeout=90_000)
+            cell = page.locator(".jp-Notebook .jp-Cell").first
+            cell.locator(".jp-InputArea-editor").click()
+            page.keyboard.press("Shift+Enter")
+            cell.locator(".jp-OutputArea-output").filter(has_text="pid ").wait_for(timeout=60_000)
+            text = cell.locator(".jp-OutputArea").inner_text()
+            page.screenshot(path=str(tmp_path / "jupyterlab-server.png"))
+        finally:
+            browser.close()
+    pid = int(text.split("pid ", 1)[1].split()[0])
+    assert pid in lab_on_server.worker_pids()  # the cell ran on a worker of the pool server

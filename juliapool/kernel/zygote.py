@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 # The slow imports, made once here and shared by every forked kernel (copy-on-write).
+import faulthandler  # noqa: F401  (and tornado.gen: what the kernel application imports as it starts)
+import tornado.gen  # noqa: F401
 from ipykernel.kernelapp import IPKernelApp  # noqa: F401
 
 from juliapool import wire
