@@ -159,6 +159,26 @@ def tree(pid: int) -> List[int]:
     return out
 
 
+def julia_in(pids: List[int]) -> List[int]:
+    out = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"worker.jl" in f.read():
+                    out.append(pid)
+        except OSError:
+            continue
+    return out
+
+
+def wait_for(predicate, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the kernels' workers did not all start")
+        time.sleep(0.5)
+
+
 def memory(name: str, n: int, extra_roots: List[int]) -> int:
     """Total PSS (kB) of `n` started notebooks of kernelspec `name` (each has run a cell), their
     process trees, and the trees of `extra_roots` (the server)."""
@@ -167,7 +187,9 @@ def memory(name: str, n: int, extra_roots: List[int]) -> int:
         for km, kc in kernels:
             kc.wait_for_ready(timeout=300)
             kc.execute_interactive("x = 1 + 1", timeout=300)
-        time.sleep(20 if name == STANDALONE_KERNEL else 2)  # standalone spares start after the first cell
+        if name == STANDALONE_KERNEL:  # each keeps a spare, started after the first cell: wait for them
+            wait_for(lambda: len(julia_in([p for km, _ in kernels for p in tree(km.provisioner.process.pid)])) >= 2 * n)
+        time.sleep(10)  # let the last starts and warm-ups settle
         pids = {p for km, _ in kernels for p in tree(km.provisioner.process.pid)}
         pids |= {p for root in extra_roots for p in tree(root)}
         return sum(pss_kb(p) for p in pids)

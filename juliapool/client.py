@@ -18,21 +18,19 @@ import contextlib
 import logging
 import mmap
 import os
-import socket
 import threading
 import time
 import weakref
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Union
 
 from . import wire
 from .discovery import julia_version
-from .errors import (JuliaPoolError, PoolBrokenError, PoolBusyError, ServerGoneError, ServerUnavailableError,
-                     WorkerDiedError)
+from .errors import JuliaPoolError, PoolBrokenError, PoolBusyError, ServerUnavailableError, WorkerDiedError
 from .execution import OutputCallback
 from .process import EXIT, REPLY, STDERR, STDOUT, WorkerProcess
 from .result import CodeExecResult, ExecReply
-from .wire import BUSY, IDLE, LEASE_FDS, Op
+from .wire import BUSY, IDLE, LEASE_FDS, Connection, Op
 from .worker import Limits, Worker
 
 log = logging.getLogger(__name__)
@@ -51,112 +49,10 @@ def _close_live_clients() -> None:
         client.close()
 
 
-class _Connection:
-    """The SEQPACKET connection: requests with ids, a reader thread for answers and pushes."""
-
-    def __init__(self, path: Path, on_push, on_gone) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-        try:
-            self.sock.connect(str(path))
-        except PermissionError as e:
-            self.sock.close()
-            raise ServerUnavailableError(f"the pool server socket {path} is not open to this user ({e.strerror}): "
-                                         "a server serves only the user who started it") from e
-        except OSError as e:
-            self.sock.close()
-            error = ServerUnavailableError(f"no juliapool server at {path} ({e.strerror or e}): start one with "
-                                           f"`juliapool serve`, or set ${wire.SOCKET_ENV}")
-            error.absent = isinstance(e, (FileNotFoundError, ConnectionRefusedError))  # type: ignore[attr-defined]
-            raise error from e
-        _pid, uid = wire.peer_uid(self.sock)
-        if uid != os.getuid():  # a socket planted by someone else: talk to nobody but our own user
-            self.sock.close()
-            raise ServerUnavailableError(f"the socket {path} is served by uid {uid}, not by this user")
-        self.gone = False
-        self.refusal = ""
-        self._on_push, self._on_gone = on_push, on_gone
-        self._lock = threading.Lock()
-        self._pending: Dict[int, list] = {}  # id -> [event, message, fds]
-        self._rid = 0
-        self._reader = threading.Thread(target=self._read, name="juliapool-client", daemon=True)
-        self._reader.start()
-
-    def request(self, op: Op, timeout: Optional[float] = None, **fields: object) -> Tuple[dict, List[int]]:
-        """Send a request and wait for its answer. Raises ServerGoneError if the server is gone."""
-        slot: list = [threading.Event(), None, []]
-        with self._lock:
-            self._rid += 1
-            rid = self._rid
-            self._pending[rid] = slot
-        try:
-            self.send(op, id=rid, **fields)
-            answered = slot[0].wait(timeout)
-        finally:
-            with self._lock:
-                self._pending.pop(rid, None)
-        if not answered or slot[1] is None:
-            raise self.gone_error() if answered or self.gone else ServerGoneError(
-                f"the juliapool server at {self.path} did not answer a {op.value} request within {timeout}s")
-        return slot[1], slot[2]
-
-    def send(self, op: Op, **fields: object) -> None:
-        if self.gone:
-            raise self.gone_error()
-        try:
-            wire.send(self.sock, {"op": op, **fields})
-        except OSError as e:
-            raise self.gone_error() from e
-
-    def gone_error(self) -> ServerUnavailableError:
-        if self.refusal:
-            return ServerUnavailableError(f"the juliapool server at {self.path} refused us: {self.refusal}")
-        return ServerGoneError(f"the juliapool server at {self.path} went away (stopped or killed); "
-                               "start it again (`juliapool serve`) and connect again")
-
-    def _read(self) -> None:
-        while True:
-            try:
-                msg, fds = wire.recv(self.sock)
-            except ValueError as e:
-                log.warning("ignoring a bad packet from the server: %s", e)
-                continue
-            except OSError:
-                msg, fds = {}, []
-            if not msg:
-                break
-            with self._lock:
-                slot = self._pending.get(int(msg.get("id", 0)))
-            if slot is not None:
-                slot[1], slot[2] = msg, fds
-                slot[0].set()
-                continue
-            wire._close_all(fds)
-            if msg.get("op") == Op.ERROR:
-                self.refusal = str(msg.get("message", ""))
-            else:
-                self._on_push(msg)
-        with self._lock:
-            self.gone = True
-            slots, self._pending = list(self._pending.values()), {}
-        for slot in slots:
-            slot[0].set()
-        self._on_gone()
-
-    def close(self) -> None:
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the reader's recv
-        except OSError:
-            pass
-        if self._reader is not threading.current_thread():
-            self._reader.join(5.0)
-        self.sock.close()
-
-
 class Lease:
     """A worker lent by the server: our copies of its descriptors, and the flag the server reads."""
 
-    def __init__(self, msg: dict, fds: List[int], conn: _Connection, exit_status) -> None:
+    def __init__(self, msg: dict, fds: List[int], conn: Connection, exit_status) -> None:
         named = dict(zip(LEASE_FDS, fds))
         self.conn = conn  # the connection it came on: it is returned there, or not at all
         for fd in fds:
@@ -170,7 +66,6 @@ class Lease:
                                        STDERR: named["stderr"], EXIT: named["exit"]}, int(msg["pid"]),
                                       lambda: exit_status(self))
         self.worker = Worker.over(process, str(msg.get("name", "worker")), str(msg.get("julia_version", "")))
-        self.reported_calls = 0
 
     @contextlib.contextmanager
     def busy(self) -> Iterator[Worker]:
@@ -342,9 +237,9 @@ class PoolClient:
 
     # ---- the connection ------------------------------------------------------------------------
 
-    def _open(self) -> _Connection:
+    def _open(self) -> Connection:
         """Connect and say hello; learn the server's pid and how its workers run."""
-        conn = _Connection(self.path, self._on_push, self._on_gone)
+        conn = Connection(self.path, self._on_push, self._on_gone)
         try:
             hello, _ = conn.request(Op.HELLO, timeout=30.0, version=wire.SERVER_PROTOCOL)
         except ServerUnavailableError:
@@ -413,7 +308,7 @@ class PoolClient:
     def _return(self, lease: Lease, end: Optional[dict] = None, close: bool = False) -> None:
         worker = lease.worker
         try:
-            lease.conn.send(Op.RETURN, lease=lease.id, calls=worker.calls - lease.reported_calls,
+            lease.conn.send(Op.RETURN, lease=lease.id, calls=worker.calls,
                             dirty=worker.dirty, end=end, close=close)
         except ServerUnavailableError:
             pass

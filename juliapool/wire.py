@@ -9,15 +9,17 @@ the packet they belong to (SCM_RIGHTS). Both sides use this module: `juliapool.s
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import stat
 import struct
+import threading
 from enum import Enum
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .errors import ServerUnavailableError
+from .errors import ServerGoneError, ServerUnavailableError
 
 SERVER_PROTOCOL = 1
 SOCKET_ENV = "JULIAPOOL_SOCKET"
@@ -30,6 +32,7 @@ LEASE_FDS = ("request", "reply", "stdout", "stderr", "exit", "flag")
 BUSY, IDLE = 1, 0  # the lease's flag byte: a request is under way on the worker (or not)
 
 Message = Dict[str, Any]
+log = logging.getLogger(__name__)
 
 
 class Op(str, Enum):
@@ -125,3 +128,108 @@ def _close_all(fds: Sequence[int]) -> None:
             os.close(fd)
         except OSError:
             pass
+
+
+# ---- the client's end ---------------------------------------------------------------------
+
+class Connection:
+    """A client's connection to the server: requests with ids, answered through a reader thread that
+    also passes on packets that answer nothing (`on_push`) and the end of the connection (`on_gone`)."""
+
+    def __init__(self, path: Path, on_push, on_gone) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        try:
+            self.sock.connect(str(path))
+        except PermissionError as e:
+            self.sock.close()
+            raise ServerUnavailableError(f"the pool server socket {path} is not open to this user ({e.strerror}): "
+                                         "a server serves only the user who started it") from e
+        except OSError as e:
+            self.sock.close()
+            error = ServerUnavailableError(f"no juliapool server at {path} ({e.strerror or e}): start one with "
+                                           f"`juliapool serve`, or set ${SOCKET_ENV}")
+            error.absent = isinstance(e, (FileNotFoundError, ConnectionRefusedError))  # type: ignore[attr-defined]
+            raise error from e
+        _pid, uid = peer_uid(self.sock)
+        if uid != os.getuid():  # a socket planted by someone else: talk to nobody but our own user
+            self.sock.close()
+            raise ServerUnavailableError(f"the socket {path} is served by uid {uid}, not by this user")
+        self.gone = False
+        self.refusal = ""
+        self._on_push, self._on_gone = on_push, on_gone
+        self._lock = threading.Lock()
+        self._pending: Dict[int, list] = {}  # id -> [event, message, fds]
+        self._rid = 0
+        self._reader = threading.Thread(target=self._read, name="juliapool-client", daemon=True)
+        self._reader.start()
+
+    def request(self, op: Op, timeout: Optional[float] = None, **fields: object) -> Tuple[dict, List[int]]:
+        """Send a request and wait for its answer. Raises ServerGoneError if the server is gone."""
+        slot: list = [threading.Event(), None, []]
+        with self._lock:
+            self._rid += 1
+            rid = self._rid
+            self._pending[rid] = slot
+        try:
+            self.send(op, id=rid, **fields)
+            answered = slot[0].wait(timeout)
+        finally:
+            with self._lock:
+                self._pending.pop(rid, None)
+        if not answered or slot[1] is None:
+            raise self.gone_error() if answered or self.gone else ServerGoneError(
+                f"the juliapool server at {self.path} did not answer a {op.value} request within {timeout}s")
+        return slot[1], slot[2]
+
+    def send(self, op: Op, **fields: object) -> None:
+        if self.gone:
+            raise self.gone_error()
+        try:
+            send(self.sock, {"op": op, **fields})
+        except OSError as e:
+            raise self.gone_error() from e
+
+    def gone_error(self) -> ServerUnavailableError:
+        if self.refusal:
+            return ServerUnavailableError(f"the juliapool server at {self.path} refused us: {self.refusal}")
+        return ServerGoneError(f"the juliapool server at {self.path} went away (stopped or killed); "
+                               "start it again (`juliapool serve`) and connect again")
+
+    def _read(self) -> None:
+        while True:
+            try:
+                msg, fds = recv(self.sock)
+            except ValueError as e:
+                log.warning("ignoring a bad packet from the server: %s", e)
+                continue
+            except OSError:
+                msg, fds = {}, []
+            if not msg:
+                break
+            with self._lock:
+                slot = self._pending.get(int(msg.get("id", 0)))
+            if slot is not None:
+                slot[1], slot[2] = msg, fds
+                slot[0].set()
+                continue
+            _close_all(fds)
+            if msg.get("op") == Op.ERROR:
+                self.refusal = str(msg.get("message", ""))
+            else:
+                self._on_push(msg)
+        with self._lock:
+            self.gone = True
+            slots, self._pending = list(self._pending.values()), {}
+        for slot in slots:
+            slot[0].set()
+        self._on_gone()
+
+    def close(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the reader's recv
+        except OSError:
+            pass
+        if self._reader is not threading.current_thread():
+            self._reader.join(5.0)
+        self.sock.close()
