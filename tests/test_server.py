@@ -171,6 +171,11 @@ def test_another_user_is_refused():
                                  text=True, timeout=60)
         assert '"error":"refused"' in refused.stdout and "serves uid 0 only, not uid 65534" in refused.stdout
         assert refused.stdout.splitlines()[-1] == "True"  # and it hung up
+        kernels = srv.path.with_name("kernels.sock")  # the kernel zygote checks its peers too
+        os.chmod(kernels, 0o777)
+        zygote = subprocess.run([*as_nobody, sys.executable, "-c", raw.replace("print(s.recv(65536).decode())\n", ""),
+                                 str(kernels)], capture_output=True, text=True, timeout=60)
+        assert zygote.stdout.strip() == "True", zygote.stderr  # hung up without a word
         assert "refused a connection" in srv.log_text()
         with juliapool.connect(srv.path) as mine:
             assert mine.execute("println(1)").stdout == "1\n"
@@ -239,10 +244,13 @@ def test_workers_are_warmed_up_as_told(server):
 
 
 def test_an_idle_server_stops_by_itself_and_removes_its_socket():
-    srv = Server(socket_path(), "--workers", "1", "--idle-timeout", "2")
+    srv = Server(socket_path(), "--workers", "1", "--idle-timeout", "2", "--session-ttl", "3")
     try:
         with juliapool.connect(srv.path) as client:
             assert client.execute("println(1)").stdout == "1\n"  # a client: the clock waits
+            client.session("left-behind").execute("x = 1")  # a session outlives the client...
+        assert srv.stats()["sessions"] == 1
+        # ... until its TTL; then nothing holds the server, and it stops after its idle timeout
         assert wait_until(lambda: srv.proc.poll() is not None, 60), "the idle server did not stop"
         assert srv.proc.returncode == 0 and not srv.path.exists()
     finally:
