@@ -3,8 +3,9 @@
 import logging
 from importlib import metadata as _metadata
 
+from .client import PoolClient, connect
 from .errors import (JuliaNotFoundError, JuliaPoolError, PoolBrokenError, PoolBusyError, PoolShutDownError,
-                     WorkerDiedError, WorkerStartError)
+                     ServerGoneError, ServerUnavailableError, WorkerDiedError, WorkerStartError)
 from .executor import JuliaExecutor
 from .pool import JuliaProcessPool
 from .result import CodeExecResult, DisplayEvent, ExecReply
@@ -17,7 +18,7 @@ except _metadata.PackageNotFoundError:  # run from a source tree that was never 
 __all__ = [
     "CodeExecResult", "DisplayEvent", "ExecReply", "JuliaExecutor", "JuliaProcessPool", "Session",
     "JuliaPoolError", "JuliaNotFoundError", "WorkerStartError", "WorkerDiedError", "PoolShutDownError",
-    "PoolBusyError", "PoolBrokenError",
+    "PoolBusyError", "PoolBrokenError", "connect", "PoolClient", "ServerUnavailableError", "ServerGoneError",
 ]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

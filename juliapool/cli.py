@@ -1,5 +1,6 @@
 """The `juliapool` command: `demo` (spawn vs pool, measured in one run), `run` (one snippet), `version`,
-`sysimage` (build the system image that makes workers start ready).
+`sysimage` (build the system image that makes workers start ready), `serve` (the user's pool server)
+and `status` (what that server holds).
 
 Exit codes: `run` exits with the snippet's own code (0, 1 for an uncaught error, n for `exit(n)`),
 124 when it timed out (as `timeout(1)` does) and 128+N when Julia was killed by signal N.
@@ -9,11 +10,13 @@ Every command exits 127 when no Julia can be found, 1 on other juliapool errors,
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import __version__
@@ -179,6 +182,42 @@ def cmd_sysimage(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- serve and status (the pool server) -----------------------------------------------------
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server import AlreadyRunning, PoolServer
+    from .stock import server_recipe
+    from .wire import default_socket_path
+
+    path = Path(args.socket).absolute() if args.socket else default_socket_path()
+    if not args.verbose:
+        logging.getLogger("juliapool").setLevel(logging.INFO)
+    recipe = server_recipe(args.julia_args, args.preload, args.warmup)
+    most = args.max_workers or max(4, args.workers)
+    server = PoolServer(path, recipe, spares=min(args.workers, most), max_workers=most,
+                        idle_timeout=args.idle_timeout or None, session_ttl=args.session_ttl or None,
+                        kernels=not args.no_kernels)
+    try:
+        server.bind()
+    except AlreadyRunning as e:
+        print(f"juliapool serve: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    server.install_signal_handlers()
+    print(f"juliapool server {os.getpid()} listening on {path}", flush=True)
+    server.serve_forever()
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .client import connect
+    from .serverstats import format_status
+
+    with connect(args.socket) as client:
+        stats = client.get_stats()
+    print(json.dumps(stats, indent=2) if args.json else format_status(stats))
+    return 0
+
+
 # ---- entry point -----------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -205,6 +244,29 @@ def build_parser() -> argparse.ArgumentParser:
     image.add_argument("--check", action="store_true", help="only say which image workers would use")
     image.add_argument("--force", action="store_true", help="build again even if a valid image exists")
     image.set_defaults(func=cmd_sysimage)
+
+    serve = sub.add_parser("serve", help="run the pool server: warm workers shared by this user's processes")
+    serve.add_argument("--socket", metavar="PATH", help="the server's socket (default: $JULIAPOOL_SOCKET, else "
+                       "$XDG_RUNTIME_DIR/juliapool/pool.sock, else /tmp/juliapool-UID/pool.sock)")
+    serve.add_argument("--workers", type=_positive_int, default=2, metavar="N", help="warm idle workers to keep (2)")
+    serve.add_argument("--max-workers", type=_positive_int, default=None, metavar="M",
+                       help="Julia processes at most, lent ones included (default: max(4, N))")
+    serve.add_argument("--preload", action="append", default=[], metavar="PKG", help="a package every worker loads")
+    serve.add_argument("--warmup", metavar="CODE", help="Julia code every worker runs once before it is lent")
+    serve.add_argument("--julia-arg", action="append", default=[], dest="julia_args", metavar="ARG",
+                       help="an extra Julia argument, such as --threads=2 (repeatable)")
+    serve.add_argument("--idle-timeout", type=float, default=0, metavar="S",
+                       help="stop after S seconds with no clients and no sessions (0: never)")
+    serve.add_argument("--session-ttl", type=float, default=3600, metavar="S",
+                       help="forget a session nobody used for S seconds (3600; 0: never)")
+    serve.add_argument("--no-kernels", action="store_true",
+                       help="no kernel zygote: --server kernels then start as ordinary kernels")
+    serve.set_defaults(func=cmd_serve)
+
+    status = sub.add_parser("status", help="the pool server's workers, sessions, clients and counters")
+    status.add_argument("--socket", metavar="PATH", help="the server's socket (default as for serve)")
+    status.add_argument("--json", action="store_true", help="print the raw statistics as JSON")
+    status.set_defaults(func=cmd_status)
     return parser
 
 

@@ -54,3 +54,13 @@ class SysimageError(JuliaPoolError, RuntimeError):
 class ActorsLostError(JuliaPoolError, RuntimeError):
     """Every Ray actor of a RayJuliaPool is dead for good (its `max_restarts` used up, or its node
     gone): create a new RayJuliaPool."""
+class ServerUnavailableError(JuliaPoolError, ConnectionError):
+    """No pool server could be reached (`juliapool.connect()`): none runs at the socket, it belongs to
+    another user, or it could not be started. Start one with `juliapool serve`, or use a
+    JuliaProcessPool of your own."""
+
+
+class ServerGoneError(ServerUnavailableError):
+    """The pool server this client was connected to went away (it was stopped or killed). A call
+    already running on a lent worker finishes; later calls raise this. Connect again once a server
+    runs (`juliapool serve`)."""

@@ -19,7 +19,7 @@ import selectors
 import signal
 import subprocess
 import time
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from . import protocol
 from .errors import WorkerStartError
@@ -34,6 +34,7 @@ F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 STDOUT, STDERR, REPLY, EXIT, WAKE = "stdout", "stderr", "reply", "exit", "wake"
 STREAMS = (STDOUT, STDERR)
 Event = Tuple[str, bytes]
+ExitStatus = Callable[[], Optional[int]]  # an adopted worker's exit code, from its parent
 
 
 def describe_exit(returncode: Optional[int]) -> str:
@@ -92,6 +93,29 @@ class WorkerProcess:
         _offer_to_the_oom_killer(self.proc.pid)
         self._streams = {self.proc.stdout.fileno(): STDOUT, self.proc.stderr.fileno(): STDERR}
         self._watch()
+
+    @classmethod
+    def adopt(cls, fds: Mapping[str, int], pid: int, exit_status: "ExitStatus") -> "WorkerProcess":
+        """A worker that another process started (the pool server), over descriptors it handed us:
+        `fds` maps "request", REPLY, STDOUT, STDERR, EXIT (a pidfd) to descriptors we now own. We
+        cannot wait for a process that is not our child: `exit_status()` asks its parent for the
+        exit code once the pidfd says it ended. Nothing is spawned; `stop` only closes our ends."""
+        self = cls("", "", (), None)
+        self.proc = _Adopted(pid, fds[EXIT], fds[STDOUT], fds[STDERR], exit_status)  # type: ignore[assignment]
+        self._req_w = fds["request"]
+        for what in ("request", REPLY, EXIT):
+            self._own(fds[what], what)
+        wake_r, self._wake_w = os.pipe()
+        self._own(wake_r, WAKE)
+        self._own(self._wake_w, "wake-w")
+        self._streams = {fds[STDOUT]: STDOUT, fds[STDERR]: STDERR}
+        self._sel = selectors.DefaultSelector()
+        for fd, what in [*self._fds.items(), *self._streams.items()]:
+            if what in (REPLY, WAKE, STDOUT, STDERR, EXIT):
+                os.set_blocking(fd, False) if what != EXIT else None
+                self._sel.register(fd, selectors.EVENT_READ, what)
+        os.set_blocking(self._wake_w, False)
+        return self
 
     def _own(self, fd: int, what: str) -> None:
         self._fds[fd] = what
@@ -166,6 +190,14 @@ class WorkerProcess:
                 self._sel.unregister(key.fd)
             events.append((what, data))
         return events
+
+    def descriptors(self) -> Dict[str, int]:
+        """Our ends of the worker's pipes and its pidfd, by what they carry ("request", REPLY,
+        STDOUT, STDERR, EXIT): what the pool server lends a client (`adopt` on the other side).
+        They stay ours; the borrower gets copies."""
+        named = {what: fd for fd, what in self._fds.items() if what in ("request", REPLY, EXIT)}
+        named.update({what: fd for fd, what in self._streams.items()})
+        return named
 
     def event_fd(self) -> int:
         """One descriptor that is readable whenever `read_events` has something (epoll's own fd),
@@ -299,3 +331,59 @@ def _read(fd: int) -> Optional[bytes]:
         return None
     except OSError:
         return b""
+
+
+class _Adopted:
+    """What `WorkerProcess` needs of a `Popen` (pid, returncode, poll, wait, send_signal, stdout and
+    stderr), for a worker that is not our child: its pidfd says when it ended, its parent the code."""
+
+    def __init__(self, pid: int, pidfd: int, stdout: int, stderr: int, exit_status: ExitStatus) -> None:
+        self.pid = pid
+        self.returncode: Optional[int] = None
+        self._pidfd = pidfd
+        self._exit_status = exit_status
+        self._ended = False
+        self.stdout, self.stderr = _FdStream(stdout), _FdStream(stderr)
+
+    def poll(self) -> Optional[int]:
+        return self.wait(0)
+
+    def wait(self, timeout: Optional[float] = None) -> Optional[int]:
+        if not self._ended:
+            with selectors.DefaultSelector() as sel:
+                try:
+                    sel.register(self._pidfd, selectors.EVENT_READ)
+                except (ValueError, OSError):  # our pidfd is closed: we no longer know
+                    return self.returncode
+                if not sel.select(timeout):
+                    if timeout is None or timeout > 0:
+                        raise subprocess.TimeoutExpired("julia", timeout or 0)
+                    return None
+            self._ended = True
+            self.returncode = self._exit_status()
+        return self.returncode if self.returncode is not None else -signal.SIGKILL
+
+    def send_signal(self, sig: int) -> None:
+        if not self._ended:
+            try:
+                signal.pidfd_send_signal(self._pidfd, sig)
+            except OSError:  # it ended meanwhile, or our pidfd is closed
+                pass
+
+
+class _FdStream:
+    """A pipe end the way Popen's file objects expose it (fileno, close)."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+            self._fd = -1

@@ -38,6 +38,8 @@ STOPPED = "stopped"  # the worker was stopped during the call (recycled, replace
 STDIO_CLOSED = "stdio-closed"  # (for `restarted_after`) the session's code closed the worker's stdout or stderr
 MEMORY_LIMIT = "memory-limit"  # the worker's memory grew past the call's memory limit
 NO_ANSWER = "no-answer"  # a short request got no answer in time
+CLIENT_GONE = "client-gone"  # the pool server's client that was running a call went away
+SERVER_GONE = "server-gone"  # the pool server went away, and its workers with it
 DIED_IDLE = "died-idle"  # (for WorkerEnd in `restarted_after`) the worker died between calls
 
 
@@ -114,6 +116,8 @@ _CAUSES = {
     STOPPED: "the worker was stopped during this call",
     NO_ANSWER: "the Julia worker did not answer, so it was killed",
     STDIO_CLOSED: "the session's code closed the worker's stdout or stderr",
+    CLIENT_GONE: "the client that was running a call on the worker went away, so the server killed it",
+    SERVER_GONE: "the pool server went away, and its workers with it",
     MEMORY_LIMIT: "the call used more memory than its memory limit, so its worker was killed",
 }
 

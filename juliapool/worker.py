@@ -61,6 +61,16 @@ class Worker:
         self._state_lock = threading.Lock()
         self._running: Optional[Execution] = None
 
+    @classmethod
+    def over(cls, process: WorkerProcess, name: str, julia_version: str) -> "Worker":
+        """A Worker over a process that is running and has said hello already (one the pool server
+        lent us, see `WorkerProcess.adopt`)."""
+        worker = cls("", "", (), None, name)
+        worker.process = process
+        worker.julia_version = julia_version
+        worker.started.set()
+        return worker
+
     def __repr__(self) -> str:
         return f"<Worker {self.name} pid={self.pid} {'alive' if self.alive else 'ended'}>"
 

@@ -3,6 +3,7 @@
     juliapool-kernel-install [--user | --sys-prefix | --prefix DIR] [--name NAME]
                              [--display-name TEXT] [--julia PATH] [--threads N] [--project DIR]
                              [--julia-arg ARG ...] [--interrupt-mode signal|message] [--env K=V ...]
+                             [--server]
 
 The template (kernelspec/kernel.json and the logos) is copied to a temporary folder, filled in (this
 Python, the Julia options), and handed to jupyter_client's KernelSpecManager, which puts it where
@@ -37,7 +38,7 @@ def template_dir() -> Path:
 
 
 def kernel_json(display_name: str, julia: Optional[str], julia_args: Sequence[str],
-                interrupt_mode: str, env: Dict[str, str]) -> dict:
+                interrupt_mode: str, env: Dict[str, str], server: bool = False) -> dict:
     spec = json.loads((template_dir() / "kernel.json").read_text())
     # This interpreter, so the kernel runs where juliapool is installed.
     spec["argv"][0] = sys.executable
@@ -45,6 +46,9 @@ def kernel_json(display_name: str, julia: Optional[str], julia_args: Sequence[st
         spec["argv"].append(f"--julia={julia}")
     # `=` keeps a value that starts with `--` attached to its option.
     spec["argv"] += [f"--julia-arg={arg}" for arg in julia_args]
+    if server:  # lease the notebook's worker from the user's pool server; its zygote forks the kernel
+        spec["argv"][1:3] = ["-S", str(Path(__file__).resolve().parent / "launcher.py")]
+        spec["argv"].append("--server")
     spec["display_name"] = display_name
     spec["interrupt_mode"] = interrupt_mode
     spec["env"] = {**spec.get("env", {}), **env}
@@ -54,9 +58,9 @@ def kernel_json(display_name: str, julia: Optional[str], julia_args: Sequence[st
 def install(*, user: bool = False, prefix: Optional[str] = None, name: str = DEFAULT_NAME,
             display_name: str = DEFAULT_DISPLAY_NAME, julia: Optional[str] = None,
             julia_args: Sequence[str] = (), interrupt_mode: str = "signal",
-            env: Optional[Dict[str, str]] = None) -> str:
+            env: Optional[Dict[str, str]] = None, server: bool = False) -> str:
     """Install the kernelspec and return the folder it went to."""
-    spec = kernel_json(display_name, julia, julia_args, interrupt_mode, env or {})
+    spec = kernel_json(display_name, julia, julia_args, interrupt_mode, env or {}, server)
     with tempfile.TemporaryDirectory(prefix="juliapool-kernelspec-") as tmp:
         for fname in TEMPLATE_FILES[1:]:
             shutil.copy(template_dir() / fname, Path(tmp) / fname)
@@ -81,6 +85,8 @@ def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--julia-arg", action="append", default=[], dest="julia_args",
                    help="another Julia command-line argument (repeatable)")
     p.add_argument("--interrupt-mode", choices=("signal", "message"), default="signal")
+    p.add_argument("--server", action="store_true",
+                   help="notebooks lease their Julia worker from the user's pool server (started on demand)")
     p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                    help="an environment variable for the kernel (repeatable)")
     return p.parse_args(argv)
@@ -104,7 +110,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     prefix = sys.prefix if opts.sys_prefix else opts.prefix
     dest = install(user=opts.user, prefix=prefix, name=opts.name, display_name=display_name,
                    julia=opts.julia, julia_args=_julia_args(opts),
-                   interrupt_mode=opts.interrupt_mode, env=env)
+                   interrupt_mode=opts.interrupt_mode, env=env, server=opts.server)
     print(f"Installed kernelspec {opts.name} in {dest}")
     byte_compile_package()
     return 0

@@ -75,6 +75,7 @@ class JuliaKernel(Kernel):
     # Set by `juliapool.kernel.launch`, which starts the workers before ipykernel is imported.
     preset_pool: ClassVar[Optional[JuliaProcessPool]] = None
     preset_pool_error: ClassVar[Optional[JuliaPoolError]] = None
+    preset_pool_note: ClassVar[str] = ""  # how the pool was chosen (the pool server, or why not), for the log
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -105,6 +106,9 @@ class JuliaKernel(Kernel):
         lib.propagate = False
 
     def _make_pool(self) -> Tuple[Optional[JuliaProcessPool], Optional[JuliaPoolError]]:
+        if self.preset_pool_note:  # the pool server was asked for: say whether it serves us, or why not
+            on_server = self.preset_pool is not None and not isinstance(self.preset_pool, JuliaProcessPool)
+            log.log(logging.INFO if on_server else logging.WARNING, "%s", self.preset_pool_note)
         if self.preset_pool is not None or self.preset_pool_error is not None:
             return self.preset_pool, self.preset_pool_error
         return start_pool()  # not started by `launch` (an embedding application): the defaults
