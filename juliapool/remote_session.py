@@ -54,8 +54,9 @@ class RemoteSession:
             soft_scope: bool = True, want_result: bool = True, allow_input: bool = False, kernel: bool = True,
             on_output: Optional[OutputCallback] = None, on_display: Optional[DisplayCallback] = None,
             on_input: Optional[InputCallback] = None, memory_limit_mb: Optional[float] = None,
-            output_limit_bytes: Optional[int] = None) -> ExecReply:
-        """As `Session.run`: notebook semantics with `kernel=True`, `julia -e` semantics without."""
+            output_limit_bytes: Optional[int] = None, history: Optional[int] = None) -> ExecReply:
+        """As `Session.run`: notebook semantics with `kernel=True`, `julia -e` semantics without;
+        `history` (a cell's number) keeps `ans`, `In` and `Out`."""
         limits = self.client.limits(timeout, memory_limit_mb, output_limit_bytes)
         options = cell_options(soft_scope, want_result, allow_input) if kernel else PLAIN
         filename = filename if kernel else "none"
@@ -67,7 +68,8 @@ class RemoteSession:
                     with lease.busy() as worker:
                         reply = worker.execute(code, module=self.module, filename=filename, options=options,
                                                limits=limits, on_output=on_output, on_display=on_display,
-                                               on_input=on_input)
+                                               on_input=on_input,
+                                               history="" if history is None or not kernel else str(history))
                     return self._annotate(self.client.count(reply))
                 except WorkerDiedError as e:  # died while idle, before it read the code
                     self._give_back_dead(WorkerEnd(lease.worker.poll(), DIED_IDLE))
