@@ -25,13 +25,14 @@ from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Union
 
 from . import wire
+from .calls import PoolCalls
 from .discovery import julia_version
 from .errors import JuliaPoolError, PoolBrokenError, PoolBusyError, ServerUnavailableError, WorkerDiedError
 from .execution import OutputCallback
 from .process import EXIT, REPLY, STDERR, STDOUT, WorkerProcess
-from .result import CodeExecResult, ExecReply
+from .result import ExecReply
 from .wire import BUSY, IDLE, LEASE_FDS, Connection, Op
-from .worker import Limits, Worker
+from .worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ class Lease:
         self.flag.close()
 
 
-class PoolClient:
+class PoolClient(PoolCalls):
     """The pool API (execute, run, execute_async, run_async, session, get_stats, shutdown) over the
     user's pool server. Arguments as JuliaProcessPool's: `timeout` (seconds per call; 0/None: none),
     `checkout_timeout` (how long a call waits for a worker, then PoolBusyError), `interrupt_grace`,
@@ -111,12 +112,6 @@ class PoolClient:
 
     # ---- the pool's API ------------------------------------------------------------------------
 
-    def execute(self, code: str, timeout: Optional[float] = None, *, on_output: Optional[OutputCallback] = None,
-                memory_limit_mb: Optional[float] = None, output_limit_bytes: Optional[int] = None) -> CodeExecResult:
-        """Run `code` in a fresh module on a worker of the server (see JuliaProcessPool.execute)."""
-        return self.run(code, timeout, on_output=on_output, memory_limit_mb=memory_limit_mb,
-                        output_limit_bytes=output_limit_bytes).to_result()
-
     def run(self, code: str, timeout: Optional[float] = None, *, on_output: Optional[OutputCallback] = None,
             memory_limit_mb: Optional[float] = None, output_limit_bytes: Optional[int] = None) -> ExecReply:
         """Like `execute`, returning the full `ExecReply`."""
@@ -131,13 +126,6 @@ class PoolClient:
             finally:
                 self._give_back(lease)
         raise error
-
-    async def execute_async(self, code: str, timeout: Optional[float] = None, *,
-                            on_output: Optional[OutputCallback] = None, memory_limit_mb: Optional[float] = None,
-                            output_limit_bytes: Optional[int] = None) -> CodeExecResult:
-        reply = await self.run_async(code, timeout, on_output=on_output, memory_limit_mb=memory_limit_mb,
-                                     output_limit_bytes=output_limit_bytes)
-        return reply.to_result()
 
     async def run_async(self, code: str, timeout: Optional[float] = None, *,
                         on_output: Optional[OutputCallback] = None, memory_limit_mb: Optional[float] = None,
@@ -155,14 +143,6 @@ class PoolClient:
             finally:
                 self._give_back(lease)
         raise error
-
-    def limits(self, timeout: Optional[float] = None, memory_limit_mb: Optional[float] = None,
-               output_limit_bytes: Optional[int] = None) -> Limits:
-        """A call's limits: its own, else the client's. A timeout of 0 or less means none."""
-        t = self.timeout if timeout is None else timeout
-        mb = self.memory_limit_mb if memory_limit_mb is None else memory_limit_mb
-        out = self.output_limit_bytes if output_limit_bytes is None else output_limit_bytes
-        return Limits(t if t and t > 0 else None, self.interrupt_grace, out or None, int(mb * 2**20) if mb else None)
 
     def session(self, key: Optional[str] = None):
         """A session on the server: the same worker and module for every call, kept by the server

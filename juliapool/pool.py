@@ -36,9 +36,10 @@ import threading
 import weakref
 from typing import Dict, Iterable, List, Optional, Sequence, Union
 
+from .calls import PoolCalls
 from .discovery import find_julia, julia_version
 from .errors import JuliaPoolError, PoolShutDownError, WorkerDiedError
-from .execution import Limits, OutputCallback
+from .execution import OutputCallback
 from .recipe import BASE_FLAGS, StartRecipe, choose_sysimage
 from .result import CodeExecResult, ExecReply
 from .session import Session
@@ -73,7 +74,7 @@ def _env_int(name: str, default: Optional[int]) -> Optional[int]:
     return int(value) if value else default
 
 
-class JuliaProcessPool:
+class JuliaProcessPool(PoolCalls):
     """A pool of `size` persistent Julia workers.
 
     Arguments of the seed API: `size`, `timeout` (default seconds per execution), `julia_path`
@@ -147,13 +148,6 @@ class JuliaProcessPool:
 
     # ---- public API ------------------------------------------------------------------------
 
-    def execute(self, code: str, timeout: Optional[float] = None, *, on_output: Optional[OutputCallback] = None,
-                memory_limit_mb: Optional[float] = None, output_limit_bytes: Optional[int] = None) -> CodeExecResult:
-        """Run `code` in a fresh module on a free worker. `on_output(stream, text)` streams output;
-        the limits default to the pool's."""
-        return self.run(code, timeout, on_output=on_output, memory_limit_mb=memory_limit_mb,
-                        output_limit_bytes=output_limit_bytes).to_result()
-
     def run(self, code: str, timeout: Optional[float] = None, *, on_output: Optional[OutputCallback] = None,
             memory_limit_mb: Optional[float] = None, output_limit_bytes: Optional[int] = None) -> ExecReply:
         """Like `execute`, returning the full `ExecReply`."""
@@ -168,14 +162,6 @@ class JuliaProcessPool:
             finally:
                 self.checkin(worker)
         raise error
-
-    async def execute_async(self, code: str, timeout: Optional[float] = None, *,
-                            on_output: Optional[OutputCallback] = None, memory_limit_mb: Optional[float] = None,
-                            output_limit_bytes: Optional[int] = None) -> CodeExecResult:
-        """`execute` for asyncio: waiting for a worker and for its reply are awaited, no thread each."""
-        reply = await self.run_async(code, timeout, on_output=on_output, memory_limit_mb=memory_limit_mb,
-                                     output_limit_bytes=output_limit_bytes)
-        return reply.to_result()
 
     async def run_async(self, code: str, timeout: Optional[float] = None, *,
                         on_output: Optional[OutputCallback] = None, memory_limit_mb: Optional[float] = None,
@@ -192,14 +178,6 @@ class JuliaProcessPool:
             finally:
                 self.checkin(worker)
         raise error
-
-    def limits(self, timeout: Optional[float] = None, memory_limit_mb: Optional[float] = None,
-               output_limit_bytes: Optional[int] = None) -> Limits:
-        """A call's limits: its own, else the pool's. A timeout of 0 or less means none."""
-        mb = self.memory_limit_mb if memory_limit_mb is None else memory_limit_mb
-        out = self.output_limit_bytes if output_limit_bytes is None else output_limit_bytes
-        return Limits(self.call_timeout(timeout), self.interrupt_grace, out or None,
-                      int(mb * 2**20) if mb else None)
 
     def map(self, codes: Iterable[str], timeout: Optional[float] = None) -> List[CodeExecResult]:
         """Run many snippets on all workers, each like `execute`; results in input order.
@@ -315,9 +293,4 @@ class JuliaProcessPool:
 
     def worker_pids(self) -> List[int]:
         return self.workers.pids()
-
-    def call_timeout(self, timeout: Optional[float]) -> Optional[float]:
-        """A call's timeout: its own, else the pool's; 0 or less means none."""
-        t = self.timeout if timeout is None else timeout
-        return t if t and t > 0 else None
 
