@@ -8,8 +8,10 @@ stdout (JSON lines are parsed by `client_json`). `spawn_client` starts one and w
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +19,7 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence
 
 import juliapool
 from juliapool.errors import ServerUnavailableError
@@ -80,13 +82,29 @@ class Server:
 
 
 def run_client(path: Path, code: str, *, timeout: float = 120, check: bool = True,
-               preexec: Sequence[str] = ()) -> subprocess.CompletedProcess:
+               preexec: Sequence[str] = (), env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
     """Run `code` (after PRELUDE) in a new Python process; `preexec` goes before python (setpriv ...)."""
     proc = subprocess.run([*preexec, sys.executable, "-c", PRELUDE + textwrap.dedent(code), str(path)],
-                          capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
+                          capture_output=True, text=True, timeout=timeout, env=env or os.environ.copy())
     if check:
         assert proc.returncode == 0, f"client failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
     return proc
+
+
+@contextlib.contextmanager
+def package_for_another_user() -> Iterator[Dict[str, str]]:
+    """An environment in which another user's Python imports juliapool: a copy of the package in a
+    folder anyone may read (the checkout itself may sit in a folder only its owner can open, as a
+    fresh clone under mktemp does)."""
+    folder = Path(tempfile.mkdtemp(prefix="jp-pkg-"))
+    try:
+        shutil.copytree(Path(juliapool.__file__).parent, folder / "juliapool",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        for place in [folder, *folder.rglob("*")]:
+            place.chmod(0o755 if place.is_dir() else 0o644)
+        yield dict(os.environ, PYTHONPATH=str(folder), PYTHONDONTWRITEBYTECODE="1")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def client_json(path: Path, code: str, **kwargs: object) -> list:

@@ -17,8 +17,8 @@ from juliapool import ServerGoneError, ServerUnavailableError
 from juliapool.result import CLIENT_GONE
 
 from conftest import pid_alive, wait_until
-from server_support import (Server, client_json, kill9, run_client, socket_path, spawn_client, wait_dead,
-                            wait_stats)
+from server_support import (Server, client_json, kill9, package_for_another_user, run_client, socket_path,
+                            spawn_client, wait_dead, wait_stats)
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -150,10 +150,10 @@ def test_max_workers_is_a_ceiling_and_idle_borrows_are_given_back():
 
 
 def test_another_user_is_refused():
-    with Server(socket_path(), "--workers", "1") as srv:
+    with Server(socket_path(), "--workers", "1") as srv, package_for_another_user() as env:
         as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
         code = "print('connected')"
-        denied = run_client(srv.path, code, check=False, preexec=as_nobody)
+        denied = run_client(srv.path, code, check=False, preexec=as_nobody, env=env)
         assert denied.returncode != 0 and "ServerUnavailableError" in denied.stderr
         assert "not open to this user (Permission denied)" in denied.stderr  # the 0700 folder keeps it out
         assert stat.S_IMODE(os.stat(srv.path.parent).st_mode) == 0o700
@@ -161,7 +161,7 @@ def test_another_user_is_refused():
         for folder in (srv.path.parent.parent, srv.path.parent):
             os.chmod(folder, 0o755)
         os.chmod(srv.path, 0o777)
-        mistaken = run_client(srv.path, code, check=False, preexec=as_nobody)
+        mistaken = run_client(srv.path, code, check=False, preexec=as_nobody, env=env)
         assert "is served by uid 0, not by this user" in mistaken.stderr  # the client checks the server too
         raw = ("import socket, sys\n"
                "s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET); s.connect(sys.argv[1])\n"
