@@ -9,8 +9,11 @@
 #   "tiered"       (default) each top-level statement that looks short runs interpreted, as under
 #                  `--compile=min`, Base's code it reaches too; one that looks long (a loop over a
 #                  long range, a `while`, a large number or collection) runs compiled. A user
-#                  function that loops or calls itself is always compiled, and once it runs, the
-#                  rest of its statement is compiled too.
+#                  function is hot when it calls itself, runs a `while`, or loops longer than the
+#                  budget by the same guess; a hot function is always compiled, and so is what a
+#                  statement that names one (directly or through other functions of the module)
+#                  calls. Macro calls and other forms that must stay top-level forms get the
+#                  statement's mode too.
 #   "toplevel"     compile every function, interpret short top-level loops only.
 #   "compiled"     Julia's own choice: everything compiled, top-level loops too (the behaviour
 #                  before compile policies existed).
@@ -118,31 +121,74 @@ end
 function tiered_statement(mod::Module, @nospecialize(ex))
     ex isa Expr || return ex
     ex.head === :toplevel && return Expr(:toplevel, Any[tiered_statement(mod, a) for a in ex.args]...)
-    ex = mark_hot_functions(ex)
-    (ex.head in KEEP_AS_IS || is_method_definition(ex)) && return ex
-    if loop_cost(ex, mod) > LOOP_BUDGET
+    ex = mark_hot_functions(mod, ex)
+    is_method_definition(ex) && return ex
+    body = ex.head === :macrocall ? Expr(:block, ex.args[2:end]...) : ex    # what a macro is given
+    long = loop_cost(body, mod) > LOOP_BUDGET
+    # A hot function must be compiled while the mode is ON: compiling a function resolves the callees
+    # it names to the interpreter when the mode is MIN (codegen's work queue), and for good.
+    compile = long || big_data(body, mod) || reduces(body) || reaches_hot(mod, body)
+    if ex.head in KEEP_AS_IS      # a form that must stay a top-level form: set the mode before it
+        return Expr(:toplevel, Expr(:call, GlobalRef(@__MODULE__, compile ? :compile_from_here : :interpret_from_here)), ex)
+    elseif long
         return Expr(:block, tier_up_mark(), ex)     # compiled, though the last statement interpreted
-    elseif big_data(ex, mod) || reduces(ex)
+    elseif compile
         return Expr(:block, Expr(:call, GlobalRef(@__MODULE__, :compile_from_here)), ex)
     end
     return Expr(:block, INTERPRET_MARK, Expr(:call, GlobalRef(@__MODULE__, :interpret_from_here)), ex)
 end
 
+# Per user module: the names each of its functions mentions, and the functions marked hot.
+const MENTIONS = WeakKeyDict{Module,Dict{Symbol,Set{Symbol}}}()
+const HOT = WeakKeyDict{Module,Set{Symbol}}()
+
 "Put the tier-up mark first in the body of every function defined here that loops or recurses."
-function mark_hot_functions(@nospecialize(ex))
+function mark_hot_functions(mod::Module, @nospecialize(ex))
     ex isa Expr || return ex
     if is_method_definition(ex)
-        name, body = function_name(ex.args[1]), ex.args[2]
-        if body isa Expr && (loop_cost(body) > 0 || (name !== nothing && calls(body, name)) || reduces(body))
-            return Expr(ex.head, ex.args[1], Expr(:block, tier_up_mark(), body))
+        sig, body = ex.args[1], ex.args[2]
+        name = function_name(sig)
+        hot = body isa Expr && (loop_cost(body) > LOOP_BUDGET || recurses(sig, body) || reduces(body))
+        if name !== nothing
+            graph = get!(Dict{Symbol,Set{Symbol}}, MENTIONS, mod)
+            mentioned_names(body, get!(Set{Symbol}, graph, name))
+            hot && push!(get!(Set{Symbol}, HOT, mod), name)
         end
-        return ex
+        return hot ? Expr(ex.head, sig, Expr(:block, tier_up_mark(), body)) : ex
     end
     if ex.head === :macrocall && ex.args[1] == GlobalRef(Core, Symbol("@doc")) && length(ex.args) == 4
-        return Expr(:macrocall, ex.args[1:3]..., mark_hot_functions(ex.args[4]))   # "doc" f(x) = ...
+        return Expr(:macrocall, ex.args[1:3]..., mark_hot_functions(mod, ex.args[4]))   # "doc" f(x) = ...
     end
     ex.head in NOT_RUN_HERE && return ex
-    return Expr(ex.head, Any[mark_hot_functions(a) for a in ex.args]...)
+    return Expr(ex.head, Any[mark_hot_functions(mod, a) for a in ex.args]...)
+end
+
+function mentioned_names(@nospecialize(ex), found::Set{Symbol} = Set{Symbol}())
+    if ex isa Symbol
+        push!(found, ex)
+    elseif ex isa Expr
+        for a in ex.args
+            mentioned_names(a, found)
+        end
+    end
+    return found
+end
+
+"Does `ex` name a hot function of `mod`, or a function of `mod` that names one, and so on?"
+function reaches_hot(mod::Module, @nospecialize(ex))
+    hot = get(HOT, mod, nothing)
+    hot === nothing && return false
+    graph = MENTIONS[mod]
+    seen = Set{Symbol}()
+    todo = collect(mentioned_names(ex))
+    while !isempty(todo)
+        n = pop!(todo)
+        n in seen && continue
+        push!(seen, n)
+        n in hot && return true
+        haskey(graph, n) && append!(todo, graph[n])
+    end
+    return false
 end
 
 is_method_definition(@nospecialize(ex)) = ex isa Expr && length(ex.args) == 2 &&
@@ -159,13 +205,46 @@ function function_name(@nospecialize(sig))
     return nothing
 end
 
-function calls(@nospecialize(ex), name::Symbol)::Bool
-    ex isa Expr || return false
-    ex.head === :call && ex.args[1] === name && return true
-    for a in ex.args
-        calls(a, name) && return true
+"""Does the method with signature `sig` call itself in `body`: a call of its name with as many
+positional arguments as it takes (any number, if it has defaults or varargs)? `r(x) = r(a(x), b(x))`
+calls another method."""
+function recurses(@nospecialize(sig), @nospecialize(body))
+    name = function_name(sig)
+    (name === nothing || extends_generic(sig, name)) && return false
+    arity = positional_arity(sig)
+    found(@nospecialize(ex)) = ex isa Expr && (
+        (ex.head === :call && ex.args[1] === name &&
+         (arity === nothing || count_positional(ex) === nothing || count_positional(ex) == arity)) ||
+        any(found, ex.args))
+    return found(body)
+end
+
+"""A method of an operator, of a function of another module (`Base.show`), or of a constructor
+(a capitalised name): its call of the same name almost always dispatches to other types."""
+function extends_generic(@nospecialize(sig), name::Symbol)
+    while sig isa Expr && sig.head in (:where, :(::))
+        sig = sig.args[1]
     end
-    return false
+    sig.args[1] isa Expr && return true            # M.f(x)
+    Base.isoperator(name) && return true
+    c = first(string(name))
+    return isuppercase(c) || name in (:show, :print, :string, :convert, :hash, :iterate, :getindex, :length)
+end
+
+"The number of positional arguments of a call or a signature; nothing if it can vary."
+function count_positional(@nospecialize(call))
+    n = 0
+    for a in call.args[2:end]
+        a isa Expr && a.head === :parameters && continue
+        a isa Expr && a.head in (:..., :kw, :(=)) && return nothing
+        n += 1
+    end
+    return n
+end
+
+function positional_arity(@nospecialize(sig))
+    sig isa Expr && sig.head in (:where, :(::)) && return positional_arity(sig.args[1])
+    return sig isa Expr && sig.head === :call ? count_positional(sig) : nothing
 end
 
 # Reductions whose compiled code adds floating-point numbers in another order than the interpreter
@@ -192,9 +271,11 @@ dotted_name(@nospecialize(f)) = f isa Expr && f.head === :. && f.args[end] isa Q
 # to some 10^4 statement runs. What a statement will run is guessed from its text and from the
 # values of the globals it names (earlier statements have run when it is looked at): a `for` over
 # `a:b` counts its length (literal arithmetic and integer globals allowed), over a global
-# collection that collection's length, over anything else SHORT_GUESS iterations; a `while` is
-# taken to be long; generators and comprehensions count as loops; nested loops multiply. A
-# statement that names a number or a collection of BIG_DATA or more runs compiled too.
+# collection, a literal one, or a wrapper of one (`enumerate(xs)`, `zip`, `xs[i:j]`) that
+# collection's length, over anything else SHORT_GUESS iterations; a `while` is taken to be long
+# (corpus programs 0239 and 0283 run one 10^5 times); generators and comprehensions count as loops;
+# nested loops multiply. A statement that names a number (not an element of a literal collection)
+# or a collection of BIG_DATA or more runs compiled too.
 const LOOP_BUDGET = 20_000        # statements (Expr nodes) times iterations, interpreted at most
 const SHORT_GUESS = 100
 const BIG_DATA = 5_000
@@ -202,12 +283,19 @@ const BIG_DATA = 5_000
 short_loop(ex) = loop_cost(ex) <= LOOP_BUDGET
 
 "Statement runs of `ex` if interpreted, 0 if it has no loop (`typemax(Int)`: too long to guess)."
-function loop_cost(@nospecialize(ex), mod::Union{Module,Nothing} = nothing)::Int
+function loop_cost(@nospecialize(ex), mod::Union{Module,Nothing} = nothing; while_runs::Int = typemax(Int))::Int
     looping = false
     cost(@nospecialize(ex)) = begin
         ex isa Expr || return 0
         ex.head in NOT_RUN_HERE && return 1
-        ex.head === :while && (looping = true; return typemax(Int))
+        if ex.head === :while
+            looping = true
+            body = 1
+            for a in ex.args
+                body = sat_add(body, cost(a))
+            end
+            return sat_mul(body, while_runs)
+        end
         # `for spec; body; end`, and `body for spec...` (a generator: Base loops over it)
         specs = ex.head === :for ? ex.args[1:1] : ex.head === :generator ? ex.args[2:end] : ()
         inner = 1
@@ -239,14 +327,38 @@ function iterations(@nospecialize(spec), mod)::Int
     end
     spec isa Expr && spec.head === :filter && return iterations(spec.args[end], mod)
     (spec isa Expr && length(spec.args) == 2) || return SHORT_GUESS
-    r = spec.args[2]
-    if r isa Expr && r.head === :call && r.args[1] === :(:) && length(r.args) in (3, 4)
-        b = Any[literal_int(x, mod) for x in r.args[2:end]]
-        any(x -> x === nothing, b) && return SHORT_GUESS
-        return try Int(min(length(length(b) == 2 ? (b[1]:b[2]) : (b[1]:b[2]:b[3])), typemax(Int))) catch; typemax(Int) end
-    end
-    n = data_size(global_value(r, mod))
+    n = size_guess(spec.args[2], mod)
     return n === nothing ? SHORT_GUESS : n
+end
+
+# Calls whose result has as many elements as their first argument, or fewer.
+const SAME_SIZE = (:enumerate, :reverse, :eachindex, :pairs, :keys, :values, :collect, :sort,
+                   :unique, :filter, :axes, :eachrow, :eachcol, :take, :drop, :rest, :Set)
+
+"The number of elements of `r` if its text or a global's value tells; nothing otherwise."
+function size_guess(@nospecialize(r), mod)
+    r isa Symbol && return data_size(global_value(r, mod))
+    r isa AbstractString && return ncodeunits(r)
+    r isa Expr || return nothing
+    if r.head === :call && r.args[1] === :(:) && length(r.args) in (3, 4)
+        b = Any[literal_int(x, mod) for x in r.args[2:end]]
+        any(x -> x === nothing, b) && return nothing
+        return try Int(min(length(length(b) == 2 ? (b[1]:b[2]) : (b[1]:b[2]:b[3])), typemax(Int))) catch; typemax(Int) end
+    elseif r.head in (:vect, :tuple, :vcat, :hcat, :braces)
+        any(a -> a isa Expr && a.head === :..., r.args) && return nothing
+        return length(r.args)
+    elseif r.head === :ref && !isempty(r.args)
+        return size_guess(r.args[1], mod)          # a part of a collection is no larger
+    elseif r.head === :call && length(r.args) >= 2
+        f = r.args[1] isa Symbol ? r.args[1] : dotted_name(r.args[1])
+        if f === :zip
+            sizes = Any[size_guess(a, mod) for a in r.args[2:end]]
+            known = filter(x -> x !== nothing, sizes)
+            return isempty(known) ? nothing : minimum(known)
+        end
+        f in SAME_SIZE && return size_guess(r.args[2] isa Expr && r.args[2].head === :parameters ? r.args[3] : r.args[2], mod)
+    end
+    return nothing
 end
 
 const LITERAL_OPS = Dict{Symbol,Function}(:+ => +, :- => -, :* => *, :^ => ^, :÷ => div)
@@ -278,7 +390,7 @@ end
 
 "A number of elements or bytes, for what may be large; nothing for anything else."
 function data_size(@nospecialize(v))
-    v isa Union{AbstractArray,AbstractDict,AbstractSet,AbstractRange} && return length(v)
+    v isa Union{AbstractArray,AbstractDict,AbstractSet,AbstractRange,Tuple,NamedTuple} && return length(v)
     v isa AbstractString && return ncodeunits(v)
     return nothing
 end
@@ -295,11 +407,16 @@ function big_data(@nospecialize(ex), mod)::Bool
     ex.head in NOT_RUN_HERE && return false
     n = literal_int(ex, mod)
     n !== nothing && abs(n) >= BIG_DATA && return true
+    # The numbers written in a literal collection are values, not sizes: `[5724, 112946]`.
+    literal = ex.head in LITERAL_COLLECTIONS
     for a in ex.args
+        literal && a isa Number && continue
         big_data(a, mod) && return true
     end
     return false
 end
+
+const LITERAL_COLLECTIONS = (:vect, :tuple, :vcat, :hcat, :row, :braces)
 
 # ---- backtraces as `julia -e` prints them ---------------------------------------------------
 

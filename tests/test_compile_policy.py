@@ -10,7 +10,8 @@ from juliapool import JuliaExecutor, JuliaProcessPool
 from juliapool.pool import COMPILE_POLICIES
 
 MODE = "print(Base.JLOptions().compile_enabled)"
-HOT = "function hot(n)\n    s = 0\n    for i in 1:n\n        s += i\n    end\n    return (s, Base.JLOptions().compile_enabled)\nend\n"
+HOT = "function hot(n)\n    s = 0\n    while n > 0\n        s += n\n        n -= 1\n    end\n    return (s, Base.JLOptions().compile_enabled)\nend\n"
+LIGHT = "function light(n)\n    s = 0\n    for i in 1:n\n        s += i\n    end\n    return (s, Base.JLOptions().compile_enabled)\nend\n"
 
 # (name, code): each policy must print the same as spawn mode.
 SNIPPETS = [
@@ -65,7 +66,17 @@ def test_tiered_interprets_short_statements_and_compiles_hot_code(policy_pools):
     assert pool.execute(f"for i in 1:3; end\n{MODE}").stdout == "3"
     assert pool.execute(f"begin\n    for i in 1:10^6; end\n    {MODE}\nend").stdout == "1"  # a long loop: compiled
     assert pool.execute(f"for i in 1:10^6; end\n{MODE}").stdout == "3"  # the next statement is short again
-    assert pool.execute(HOT + "println(hot(10))").stdout == "(55, 1)\n"  # a function with a loop: compiled
+    assert pool.execute(HOT + "println(hot(10))").stdout == "(55, 1)\n"  # a `while` in a function: compiled
+    assert pool.execute(LIGHT + "println(light(10))").stdout == "(55, 3)\n"  # one loop of a guessed length: not
+    # a statement that reaches a hot function through another runs what it calls compiled
+    assert pool.execute(HOT + f"outer(n) = (hot(n); {MODE[6:-1]})\nprint(outer(3))").stdout == "1"
+    assert pool.execute(f"@show 1 + 1\n{MODE}").stdout == "1 + 1 = 2\n3"  # a macro call: interpreted
+    assert pool.execute(f"print(({MODE[6:-1]}, [5724, 112946]))").stdout == "(3, [5724, 112946])"  # values
+    assert pool.execute(f"print(({MODE[6:-1]}, sqrt(10^6)))").stdout == "(1, 1000.0)"  # a large number
+    fact = "fact(n) = n < 2 ? 1 : n * fact(n - 1)\n"
+    assert pool.execute(fact + f"print((fact(5), {MODE[6:-1]}))").stdout == "(120, 1)"  # recursion: compiled
+    plus = "struct P; x::Int; end\nBase.:+(a::P, b::P) = P(a.x + b.x)\n"   # calls another method of +
+    assert pool.execute(plus + f"print(((P(1) + P(2)).x, {MODE[6:-1]}))").stdout == "(3, 3)"
     with pool.session() as session:  # the worker's own mode is back after each call
         assert session.execute("for i in 1:10^6; end").exit_code == 0
         assert session.execute(MODE).stdout == "3"
