@@ -57,11 +57,11 @@ class StartRecipe:
         worker.calls = 0
 
     def _warm_up(self, worker: Worker) -> None:
-        runs = [(code, "", PLAIN) for code in PLAIN_WARM_UP]
-        if self.notebook:
-            runs += [(code, WARM_UP_MODULE, cell_options()) for code in CELL_WARM_UP]
-        for code, module, options in runs:
-            reply = worker.execute(code, module=module, options=options, limits=self._limits)
+        runs = [(code, "", PLAIN, "") for code in PLAIN_WARM_UP]
+        if self.notebook:  # numbered as a kernel numbers cells: keeping `ans`, `In` and `Out` costs ~70 ms once
+            runs += [(code, WARM_UP_MODULE, cell_options(), str(n)) for n, code in enumerate(CELL_WARM_UP, 1)]
+        for code, module, options, history in runs:
+            reply = worker.execute(code, module=module, options=options, limits=self._limits, history=history)
             if reply.worker_died:
                 raise WorkerStartError(f"the worker died while warming up: {reply.evalue}", reply.stderr)
         if self.notebook:
@@ -69,10 +69,12 @@ class StartRecipe:
             worker.inspect(WARM_UP_MODULE, "println", 3)
             worker.is_complete("for i in 1:2")
             worker.drop(WARM_UP_MODULE)
+        # What compiling left behind: 10 to 20 MB of each idle worker's memory (measured PSS).
+        worker.execute("GC.gc()", options=QUIET, limits=self._limits)
 
     def warm_first_cell(self, worker: Worker) -> None:
         """Compile the simplest notebook cell (a kernel's first worker, while the front end connects)."""
-        worker.execute("1 + 1", module=WARM_UP_MODULE, options=cell_options(), limits=self._limits)
+        worker.execute("1 + 1", module=WARM_UP_MODULE, options=cell_options(), limits=self._limits, history="1")
         worker.drop(WARM_UP_MODULE)
         worker.calls = 0
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import threading
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple, TypeVar
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from .client import Lease, PoolClient
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class RemoteSession:
@@ -179,6 +181,15 @@ class RemoteSession:
 
     def is_complete(self, code: str) -> Tuple[str, str]:
         return self._ask(lambda w: w.is_complete(code))
+
+    def prepare(self) -> None:
+        """Lease the session's worker now, so that the first call does not wait for it (a kernel
+        does this while Jupyter connects to it). Errors are left for the first call to raise."""
+        with self._calls:
+            try:
+                self._acquire()
+            except Exception as e:  # noqa: BLE001  (the first call leases again and raises it)
+                log.debug("could not lease session %s ahead of its first call: %s", self.key, e)
 
     def close(self) -> None:
         """Forget the session on the server: its module is dropped, its worker serves others."""

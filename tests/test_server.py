@@ -62,6 +62,19 @@ def test_a_session_outlives_its_clients_connection(server):
     wait_stats(server, lambda s: s["sessions"] == 0 and s["clients"] == 1)
 
 
+def test_a_session_can_lease_its_worker_before_its_first_call(server):
+    got = client_json(server.path, """
+    s = client.session("nb-ahead")
+    s.prepare()                      # what a kernel does while Jupyter connects to it
+    leased = client.get_stats()["sessions"]
+    print(json.dumps([leased, s.execute("print(getpid())").stdout, s.attached]))
+    s.close()
+    """)
+    leased, pid, attached = got[0]
+    assert leased == 1 and int(pid) in server.worker_pids() and attached is False
+    wait_stats(server, lambda s: s["sessions"] == 0 and s["clients"] == 1)
+
+
 def test_a_client_killed_while_idle_gives_its_worker_back(server):
     client = spawn_client(server.path, """
     print(client.run("print(getpid())").stdout, flush=True)

@@ -86,6 +86,9 @@ class JuliaKernel(Kernel):
         self._julia_version: Optional[str] = None
         self._version_known = threading.Event()
         threading.Thread(target=self._probe_version, name="julia-version", daemon=True).start()
+        prepare = getattr(self.julia, "prepare", None)    # a session on the pool server: lease its worker now
+        if prepare is not None:
+            threading.Thread(target=prepare, name="julia-lease", daemon=True).start()
         self._cell_running = threading.Event()
         self._input_cancel = threading.Event()
         self._loss_reported = False
