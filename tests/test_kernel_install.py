@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -93,3 +94,59 @@ def test_jupyter_kernelspec_list_shows_it(jupyter_dirs: Dict[str, Path]) -> None
 def test_where_options_exclude_each_other(jupyter_dirs: Dict[str, Path]) -> None:
     with pytest.raises(SystemExit):
         kernel_install.main(["--user", "--prefix", str(jupyter_dirs["prefix"])])
+
+
+def test_the_kernelspec_names_the_provisioner_that_jupyter_finds(jupyter_dirs: Dict[str, Path]) -> None:
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.provisioning import KernelProvisionerFactory
+
+    for args in ([], ["--server"]):
+        assert kernel_install.main(["--prefix", str(jupyter_dirs["prefix"]), "--name", "jp", *args]) == 0
+        spec = KernelSpecManager().get_kernel_spec("jp")
+        assert spec.metadata["kernel_provisioner"]["provisioner_name"] == "juliapool-provisioner"
+        assert spec.metadata["debugger"] is False
+        assert KernelProvisionerFactory.instance().is_provisioner_available(spec)  # the entry point
+
+
+def _fake_kernel(folder: Path, name: str, body: str) -> None:
+    """A kernelspec that runs `body` (Python) under the juliapool provisioner."""
+    kdir = folder / "share" / "jupyter" / "kernels" / name
+    kdir.mkdir(parents=True)
+    spec = {"argv": [sys.executable, "-c", body, "{connection_file}"], "display_name": name, "language": "python",
+            "metadata": {"kernel_provisioner": {"provisioner_name": "juliapool-provisioner"}}}
+    (kdir / "kernel.json").write_text(json.dumps(spec))
+
+
+# Binds its five ports 0.3 s after it starts, then waits for SIGTERM.
+LATE_LISTENER = """
+import json, signal, socket, sys, time
+info = json.load(open(sys.argv[1]))
+time.sleep(0.3)
+socks = []
+for p in ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port"):
+    s = socket.socket(); s.bind((info["ip"], info[p])); s.listen(8); socks.append(s)
+signal.sigwait([signal.SIGTERM])
+"""
+
+
+def test_starting_a_kernel_returns_once_it_listens_and_not_before(jupyter_dirs: Dict[str, Path]) -> None:
+    from jupyter_client import KernelManager
+
+    from juliapool.kernel.provisioner import JuliaPoolProvisioner
+
+    _fake_kernel(jupyter_dirs["prefix"], "late", LATE_LISTENER)
+    _fake_kernel(jupyter_dirs["prefix"], "dies", "import sys; sys.exit(3)")
+    km = KernelManager(kernel_name="late")
+    km.start_kernel()
+    try:
+        assert isinstance(km.provisioner, JuliaPoolProvisioner)
+        for port in (km.shell_port, km.iopub_port, km.stdin_port, km.control_port, km.hb_port):
+            socket.create_connection((km.ip, port), timeout=1).close()  # refused if start returned early
+    finally:
+        km.shutdown_kernel(now=True)
+    km = KernelManager(kernel_name="dies")  # never listens: the wait ends with its process
+    km.start_kernel()
+    try:
+        assert km.provisioner is not None and km.provisioner.process.wait(10) == 3
+    finally:
+        km.cleanup_resources()

@@ -23,6 +23,8 @@ from typing import Dict, List, Optional, Sequence
 
 from jupyter_client.kernelspec import KernelSpecManager
 
+from .provisioner import NAME as PROVISIONER
+
 DEFAULT_NAME = "juliapool"
 DEFAULT_DISPLAY_NAME = "Julia (juliapool)"
 TEMPLATE_FILES = ("kernel.json", "logo-32x32.png", "logo-64x64.png")
@@ -51,6 +53,8 @@ def kernel_json(display_name: str, julia: Optional[str], julia_args: Sequence[st
         spec["argv"].append("--server")
     spec["display_name"] = display_name
     spec["interrupt_mode"] = interrupt_mode
+    # jupyter_client's local provisioner, waiting until the kernel listens (see provisioner.py)
+    spec.setdefault("metadata", {})["kernel_provisioner"] = {"provisioner_name": PROVISIONER}
     spec["env"] = {**spec.get("env", {}), **env}
     return spec
 

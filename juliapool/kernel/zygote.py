@@ -16,6 +16,7 @@ server that started it ends. A kernel ends when its launcher does (it watches th
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import select
@@ -72,6 +73,9 @@ class Zygote:
 
     def serve_forever(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "stopping", True))
+        # Every object imported so far is left out of the collector's scans, here and in the kernels
+        # forked from here: a scan writes to each object it visits, which would copy its page.
+        gc.freeze()
         print("ready", flush=True)  # to the pool server, which waits for it before it listens
         os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
         while not self.stopping:
