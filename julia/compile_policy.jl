@@ -48,6 +48,7 @@ function warm_up_policy()
     code = "f(n) = n < 2 ? n : f(n - 1)\nfor i in 1:2, j in xs; g(i) end\nx = [i for i in 1:10^6]\nsum(1:3)"
     m = Module(:WarmUp)
     Core.eval(m, :(xs = [1]))
+    survey_hot(m, code * "\nn = 10\nf(n)")
     pos = 1
     while pos <= ncodeunits(code)
         ex, pos = Meta.parse(code, pos)
@@ -63,9 +64,10 @@ function include_user_code(mod::Module, code::String, filename::String, soft::Bo
     mapexpr = soft ? (rewrite === identity ? REPL.softscope : ex -> REPL.softscope(rewrite(ex))) : rewrite
     if policy == "tiered"
         mapexpr = ex -> (soft ? REPL.softscope : identity)(tiered_statement(mod, ex))
+        SURVEYED_HOT[] = try survey_hot(mod, code) catch; Set{Symbol}() end   # a guess never fails a call
     end
     outer = after === identity ? mapexpr : ex -> after(mapexpr(ex))
-    run() = include_string(outer, mod, code, filename)
+    run() = try include_string(outer, mod, code, filename) finally empty!(SURVEYED_HOT[]) end
     policy == "compiled" || policy == "toplevel" && return compiled(run)
     return with_compile_mode(run, policy == "interpreted" ? COMPILE_MIN : COMPILE_ON)
 end
@@ -138,6 +140,9 @@ function tiered_statement(mod::Module, @nospecialize(ex))
     return Expr(:block, INTERPRET_MARK, Expr(:call, GlobalRef(@__MODULE__, :interpret_from_here)), ex)
 end
 
+# The functions that the code being run makes loop long by its own calls (work_guess.jl).
+const SURVEYED_HOT = Ref(Set{Symbol}())
+
 # Per user module: the names each of its functions mentions, and the functions marked hot.
 const MENTIONS = WeakKeyDict{Module,Dict{Symbol,Set{Symbol}}}()
 const HOT = WeakKeyDict{Module,Set{Symbol}}()
@@ -148,7 +153,8 @@ function mark_hot_functions(mod::Module, @nospecialize(ex))
     if is_method_definition(ex)
         sig, body = ex.args[1], ex.args[2]
         name = function_name(sig)
-        hot = body isa Expr && (loop_cost(body) > LOOP_BUDGET || recurses(sig, body) || reduces(body))
+        hot = body isa Expr && (loop_cost(body) > LOOP_BUDGET || recurses(sig, body) || reduces(body) ||
+                                name in SURVEYED_HOT[])
         if name !== nothing
             graph = get!(Dict{Symbol,Set{Symbol}}, MENTIONS, mod)
             mentioned_names(body, get!(Set{Symbol}, graph, name))
@@ -263,160 +269,7 @@ end
 
 dotted_name(@nospecialize(f)) = f isa Expr && f.head === :. && f.args[end] isa QuoteNode ? f.args[end].value : nothing
 
-# ---- how long a top-level statement runs ---------------------------------------------------
-
-# A loop runs about 12x slower interpreted than compiled (on 1.5: 10^6 iterations of
-# `global t += sqrt(i)`, 0.52 s against 0.04 s); Base's code interpreted, e.g. `sum(f, 1:10^6)`
-# with a new closure, 100 to 400x slower. Compiling costs 3 to 30 ms once, so interpreting pays up
-# to some 10^4 statement runs. What a statement will run is guessed from its text and from the
-# values of the globals it names (earlier statements have run when it is looked at): a `for` over
-# `a:b` counts its length (literal arithmetic and integer globals allowed), over a global
-# collection, a literal one, or a wrapper of one (`enumerate(xs)`, `zip`, `xs[i:j]`) that
-# collection's length, over anything else SHORT_GUESS iterations; a `while` is taken to be long
-# (corpus programs 0239 and 0283 run one 10^5 times); generators and comprehensions count as loops;
-# nested loops multiply. A statement that names a number (not an element of a literal collection)
-# or a collection of BIG_DATA or more runs compiled too.
-const LOOP_BUDGET = 20_000        # statements (Expr nodes) times iterations, interpreted at most
-const SHORT_GUESS = 100
-const BIG_DATA = 5_000
-
-short_loop(ex) = loop_cost(ex) <= LOOP_BUDGET
-
-"Statement runs of `ex` if interpreted, 0 if it has no loop (`typemax(Int)`: too long to guess)."
-function loop_cost(@nospecialize(ex), mod::Union{Module,Nothing} = nothing; while_runs::Int = typemax(Int))::Int
-    looping = false
-    cost(@nospecialize(ex)) = begin
-        ex isa Expr || return 0
-        ex.head in NOT_RUN_HERE && return 1
-        if ex.head === :while
-            looping = true
-            body = 1
-            for a in ex.args
-                body = sat_add(body, cost(a))
-            end
-            return sat_mul(body, while_runs)
-        end
-        # `for spec; body; end`, and `body for spec...` (a generator: Base loops over it)
-        specs = ex.head === :for ? ex.args[1:1] : ex.head === :generator ? ex.args[2:end] : ()
-        inner = 1
-        for a in (ex.head === :for ? ex.args[2:end] : ex.head === :generator ? ex.args[1:1] : ex.args)
-            inner = sat_add(inner, cost(a))
-        end
-        isempty(specs) && return inner
-        looping = true
-        for spec in specs
-            inner = sat_mul(inner, iterations(spec, mod))
-        end
-        return inner
-    end
-    c = cost(ex)
-    return looping ? c : 0
-end
-
-sat_add(a::Int, b::Int) = a > typemax(Int) - b ? typemax(Int) : a + b
-sat_mul(a::Int, b::Int) = b != 0 && a > typemax(Int) ÷ b ? typemax(Int) : a * b
-
-"How often a `for` head (`i = a:b`, `x = xs`, or several of them in a block) iterates."
-function iterations(@nospecialize(spec), mod)::Int
-    if spec isa Expr && spec.head === :block
-        n = 1
-        for s in spec.args
-            s isa LineNumberNode || (n = sat_mul(n, iterations(s, mod)))
-        end
-        return n
-    end
-    spec isa Expr && spec.head === :filter && return iterations(spec.args[end], mod)
-    (spec isa Expr && length(spec.args) == 2) || return SHORT_GUESS
-    n = size_guess(spec.args[2], mod)
-    return n === nothing ? SHORT_GUESS : n
-end
-
-# Calls whose result has as many elements as their first argument, or fewer.
-const SAME_SIZE = (:enumerate, :reverse, :eachindex, :pairs, :keys, :values, :collect, :sort,
-                   :unique, :filter, :axes, :eachrow, :eachcol, :take, :drop, :rest, :Set)
-
-"The number of elements of `r` if its text or a global's value tells; nothing otherwise."
-function size_guess(@nospecialize(r), mod)
-    r isa Symbol && return data_size(global_value(r, mod))
-    r isa AbstractString && return ncodeunits(r)
-    r isa Expr || return nothing
-    if r.head === :call && r.args[1] === :(:) && length(r.args) in (3, 4)
-        b = Any[literal_int(x, mod) for x in r.args[2:end]]
-        any(x -> x === nothing, b) && return nothing
-        return try Int(min(length(length(b) == 2 ? (b[1]:b[2]) : (b[1]:b[2]:b[3])), typemax(Int))) catch; typemax(Int) end
-    elseif r.head in (:vect, :tuple, :vcat, :hcat, :braces)
-        any(a -> a isa Expr && a.head === :..., r.args) && return nothing
-        return length(r.args)
-    elseif r.head === :ref && !isempty(r.args)
-        return size_guess(r.args[1], mod)          # a part of a collection is no larger
-    elseif r.head === :call && length(r.args) >= 2
-        f = r.args[1] isa Symbol ? r.args[1] : dotted_name(r.args[1])
-        if f === :zip
-            sizes = Any[size_guess(a, mod) for a in r.args[2:end]]
-            known = filter(x -> x !== nothing, sizes)
-            return isempty(known) ? nothing : minimum(known)
-        end
-        f in SAME_SIZE && return size_guess(r.args[2] isa Expr && r.args[2].head === :parameters ? r.args[3] : r.args[2], mod)
-    end
-    return nothing
-end
-
-const LITERAL_OPS = Dict{Symbol,Function}(:+ => +, :- => -, :* => *, :^ => ^, :÷ => div)
-
-"The value of an integer literal, an integer global, or arithmetic of them such as `10^6`; else nothing."
-function literal_int(@nospecialize(x), mod)
-    x isa Integer && return x
-    v = global_value(x, mod)
-    v isa Integer && return v
-    (x isa Expr && x.head === :call && haskey(LITERAL_OPS, x.args[1]) && length(x.args) >= 2) || return nothing
-    args = Any[literal_int(a, mod) for a in x.args[2:end]]
-    any(a -> a === nothing, args) && return nothing
-    return try LITERAL_OPS[x.args[1]](map(Int128, args)...) catch; nothing end
-end
-
-"""The value of global `x` in `mod` if it is already bound there; nothing otherwise. Only bindings
-resolved already are looked at: resolving one would change what the user's code may do with the
-name (extend a Base function of that name, or not). Base.isbindingresolved: checked on 1.5;
-where it is missing, globals are not looked at."""
-function global_value(@nospecialize(x), mod)
-    (x isa Symbol && mod isa Module && isdefined(Base, :isbindingresolved)) || return nothing
-    try
-        Base.isbindingresolved(mod, x) && isdefined(mod, x) || return nothing
-        return getfield(mod, x)
-    catch
-        return nothing
-    end
-end
-
-"A number of elements or bytes, for what may be large; nothing for anything else."
-function data_size(@nospecialize(v))
-    v isa Union{AbstractArray,AbstractDict,AbstractSet,AbstractRange,Tuple,NamedTuple} && return length(v)
-    v isa AbstractString && return ncodeunits(v)
-    return nothing
-end
-
-"Does `ex` name a large number (literal or global) or a large global collection?"
-function big_data(@nospecialize(ex), mod)::Bool
-    ex isa Integer && return abs(ex) >= BIG_DATA
-    ex isa Symbol || ex isa Expr || return false
-    if ex isa Symbol
-        v = global_value(ex, mod)
-        n = v isa Integer ? abs(v) : data_size(v)
-        return n !== nothing && n >= BIG_DATA
-    end
-    ex.head in NOT_RUN_HERE && return false
-    n = literal_int(ex, mod)
-    n !== nothing && abs(n) >= BIG_DATA && return true
-    # The numbers written in a literal collection are values, not sizes: `[5724, 112946]`.
-    literal = ex.head in LITERAL_COLLECTIONS
-    for a in ex.args
-        literal && a isa Number && continue
-        big_data(a, mod) && return true
-    end
-    return false
-end
-
-const LITERAL_COLLECTIONS = (:vect, :tuple, :vcat, :hcat, :row, :braces)
+include("work_guess.jl")     # how long a statement or a call will run, guessed from its text
 
 # ---- backtraces as `julia -e` prints them ---------------------------------------------------
 
