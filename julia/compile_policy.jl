@@ -45,6 +45,7 @@ end
 "Compile the policy's own code now (~0.3 s at start), rather than in the first calls."
 function warm_up_policy()
     POLICY[] == "tiered" || return
+    compile_printing()
     code = "f(n) = n < 2 ? n : f(n - 1)\nfor i in 1:2, j in xs; g(i) end\nx = [i for i in 1:10^6]\nsum(1:3)"
     m = Module(:WarmUp)
     Core.eval(m, :(xs = [1]))
@@ -54,6 +55,27 @@ function warm_up_policy()
         ex, pos = Meta.parse(code, pos)
         tiered_statement(m, ex)
     end
+end
+
+# Printing is the Base code that nearly every program runs, on the stream type that user code sees
+# as `stdout` (a libuv pipe). Compiled now, it is never first reached from a statement that runs
+# interpreted, and so never stuck interpreted (corpus program 0161 printed its characters 4x
+# slower after an earlier `println` had run interpreted).
+const PRINTED = (Char, String, SubString{String}, Int, Float64, Bool, Symbol, Nothing, BigInt, Rational{Int},
+                 Vector{Int}, Vector{Float64}, Vector{String}, Vector{Any}, Matrix{Int}, UnitRange{Int},
+                 Tuple{Int,Int}, Dict{String,Int}, Dict{Int,Int}, Complex{Float64})
+
+function compile_printing()
+    io = Base.PipeEndpoint
+    for T in PRINTED
+        for f in (print, println, show, string, repr)
+            f in (string, repr) ? precompile(f, (T,)) : precompile(f, (io, T))
+        end
+        precompile(print, (T,)); precompile(println, (T,)); precompile(write, (io, T))
+        precompile(print, (io, String, T)); precompile(println, (io, String, T))
+    end
+    precompile(println, (io,)); precompile(println, ()); precompile(write, (io, UInt8))
+    precompile(show, (IOContext{io}, MIME"text/plain", Matrix{Int}))
 end
 
 "Run the user's code as the policy says, `after` applied to each statement last (the caller restores
@@ -147,26 +169,28 @@ const SURVEYED_HOT = Ref(Set{Symbol}())
 const MENTIONS = WeakKeyDict{Module,Dict{Symbol,Set{Symbol}}}()
 const HOT = WeakKeyDict{Module,Set{Symbol}}()
 
-"Put the tier-up mark first in the body of every function defined here that loops or recurses."
-function mark_hot_functions(mod::Module, @nospecialize(ex))
+"""Put the tier-up mark first in the body of every function defined here that is hot, closures
+defined inside other functions too (`inner`: not a global of the module, so not recorded)."""
+function mark_hot_functions(mod::Module, @nospecialize(ex), inner::Bool = false)
     ex isa Expr || return ex
     if is_method_definition(ex)
         sig, body = ex.args[1], ex.args[2]
         name = function_name(sig)
         hot = body isa Expr && (loop_cost(body) > LOOP_BUDGET || recurses(sig, body) || reduces(body) ||
-                                name in SURVEYED_HOT[])
-        if name !== nothing
+                                (!inner && name in SURVEYED_HOT[]))
+        if name isa Symbol && !inner
             graph = get!(Dict{Symbol,Set{Symbol}}, MENTIONS, mod)
             mentioned_names(body, get!(Set{Symbol}, graph, name))
             hot && push!(get!(Set{Symbol}, HOT, mod), name)
         end
-        return hot ? Expr(ex.head, sig, Expr(:block, tier_up_mark(), body)) : ex
+        body isa Expr && (body = Expr(body.head, Any[mark_hot_functions(mod, a, true) for a in body.args]...))
+        return Expr(ex.head, sig, hot ? Expr(:block, tier_up_mark(), body) : body)
     end
     if ex.head === :macrocall && ex.args[1] == GlobalRef(Core, Symbol("@doc")) && length(ex.args) == 4
-        return Expr(:macrocall, ex.args[1:3]..., mark_hot_functions(mod, ex.args[4]))   # "doc" f(x) = ...
+        return Expr(:macrocall, ex.args[1:3]..., mark_hot_functions(mod, ex.args[4], inner))   # "doc" f(x) = ...
     end
     ex.head in NOT_RUN_HERE && return ex
-    return Expr(ex.head, Any[mark_hot_functions(mod, a) for a in ex.args]...)
+    return Expr(ex.head, Any[mark_hot_functions(mod, a, inner) for a in ex.args]...)
 end
 
 function mentioned_names(@nospecialize(ex), found::Set{Symbol} = Set{Symbol}())

@@ -187,7 +187,7 @@ end
 function parse_statements(code::String)
     out, pos = Any[], 1
     while pos <= ncodeunits(code)
-        ex, next = try Meta.parse(code, pos) catch; break end
+        ex, next = try Meta.parse(code, pos; raise = false) catch; break end
         (next <= pos || (ex isa Expr && ex.head in (:error, :incomplete))) && break
         ex === nothing || push!(out, ex)
         pos = next
