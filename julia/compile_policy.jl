@@ -284,12 +284,19 @@ const REDUCTIONS = (:sum, :prod, :mapreduce, :reduce, :mean, :dot, :norm, :var, 
 
 function reduces(@nospecialize(ex))::Bool
     (ex isa Expr && !(ex.head in NOT_RUN_HERE)) || return false
-    ex.head === :call && (ex.args[1] in REDUCTIONS || dotted_name(ex.args[1]) in REDUCTIONS) && return true
+    ex.head === :call && (ex.args[1] in REDUCTIONS || dotted_name(ex.args[1]) in REDUCTIONS) &&
+        !all(integers_only, ex.args[2:end]) && return true
     for a in ex.args
         reduces(a) && return true
     end
     return false
 end
+
+"""Integers written out, or a function named (`reduce(^, [5, 3, 2])`, `sum(1:10)`): what adds them
+up in any order gives the same result."""
+integers_only(@nospecialize(a)) = a isa Integer || (a isa Symbol && Base.isoperator(a)) ||
+    (a isa Expr && (a.head in LITERAL_COLLECTIONS || (a.head === :call && a.args[1] === :(:))) &&
+     all(x -> x isa Integer || x === :(:), a.args))
 
 dotted_name(@nospecialize(f)) = f isa Expr && f.head === :. && f.args[end] isa QuoteNode ? f.args[end].value : nothing
 

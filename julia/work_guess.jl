@@ -139,25 +139,25 @@ function data_size(@nospecialize(v))
     return nothing
 end
 
-"Does `ex` name a large number (literal or global) or a large global collection?"
-function big_data(@nospecialize(ex), mod)::Bool
-    ex isa Integer && return abs(ex) >= BIG_DATA
-    ex isa Symbol || ex isa Expr || return false
+"""Does `ex` hand a large number to a function (`perfects(10000)`, `1:10^6`), or name a large
+global collection? A number is a size only where a function other than arithmetic gets it: in
+`@show 5^3^2` or `[5724, 112946]` it is a value."""
+function big_data(@nospecialize(ex), mod, argument::Bool = false)::Bool
+    ex isa Integer && return argument && abs(ex) >= BIG_DATA
     if ex isa Symbol
         v = global_value(ex, mod)
-        n = v isa Integer ? abs(v) : data_size(v)
+        v isa Integer && return argument && abs(v) >= BIG_DATA
+        n = data_size(v)
         return n !== nothing && n >= BIG_DATA
     end
-    ex.head in NOT_RUN_HERE && return false
-    n = literal_int(ex, mod)
-    n !== nothing && abs(n) >= BIG_DATA && return true
-    # The numbers written in a literal collection are values, not sizes: `[5724, 112946]`.
-    literal = ex.head in LITERAL_COLLECTIONS
-    for a in ex.args
-        literal && a isa Number && continue
-        big_data(a, mod) && return true
+    (ex isa Expr && !(ex.head in NOT_RUN_HERE)) || return false
+    if ex.head === :call && haskey(LITERAL_OPS, ex.args[1])      # arithmetic passes its operands on
+        n = literal_int(ex, mod)
+        n !== nothing && return argument && abs(n) >= BIG_DATA
+        return any(a -> big_data(a, mod, argument), ex.args[2:end])
     end
-    return false
+    inside = ex.head === :call ? true : ex.head in LITERAL_COLLECTIONS ? false : argument
+    return any(a -> big_data(a, mod, inside), ex.head === :call ? ex.args[2:end] : ex.args)
 end
 
 const LITERAL_COLLECTIONS = (:vect, :tuple, :vcat, :hcat, :row, :braces)
