@@ -248,6 +248,7 @@ function handle_exec(frame::Frame)
     reason = key == "Main" ? "" : try settle_state(before, mod, code, fresh, interrupted) catch; "check" end
     insert!(fields, 5, reason)
     key == "Main" && record_baseline()      # preloading and warm-up make the worker's own state
+    key == "" && forget_functions(mod)      # compile_policy.jl: a plain call's module is not used again
     CURRENT[] = nothing
     ACTIVE_MODULE[] = Main
     write_marker(req, END_SEQ)
@@ -277,7 +278,8 @@ function handle_is_complete(frame::Frame)
 end
 
 function handle_drop(frame::Frame)
-    delete!(SESSIONS, field_string(frame, 1))
+    mod = pop!(SESSIONS, field_string(frame, 1), nothing)
+    mod === nothing || forget_functions(mod)
     reply(frame, String[])
 end
 

@@ -55,6 +55,7 @@ function warm_up_policy()
         ex, pos = Meta.parse(code, pos)
         tiered_statement(m, ex)
     end
+    forget_functions(m)
 end
 
 # Printing is the Base code that nearly every program runs, on the stream type that user code sees
@@ -166,8 +167,11 @@ end
 const SURVEYED_HOT = Ref(Set{Symbol}())
 
 # Per user module: the names each of its functions mentions, and the functions marked hot.
-const MENTIONS = WeakKeyDict{Module,Dict{Symbol,Set{Symbol}}}()
-const HOT = WeakKeyDict{Module,Set{Symbol}}()
+const MENTIONS = Dict{Module,Dict{Symbol,Set{Symbol}}}()
+const HOT = Dict{Module,Set{Symbol}}()
+
+"What the policy knows of `mod`'s functions, dropped when the module is (Julia keeps most modules alive)."
+forget_functions(mod::Module) = (delete!(MENTIONS, mod); delete!(HOT, mod); nothing)
 
 """Put the tier-up mark first in the body of every function defined here that is hot, closures
 defined inside other functions too (`inner`: not a global of the module, so not recorded)."""

@@ -89,3 +89,16 @@ def test_compiled_and_interpreted_policies(policy_pools):
     assert policy_pools["compiled"].execute(MODE).stdout == "1"
     assert policy_pools["toplevel"].execute(MODE).stdout == "1"
     assert policy_pools["interpreted"].execute(HOT + "println(hot(10))").stdout == "(55, 3)\n"
+
+
+@pytest.mark.timeout(120)
+def test_what_the_policy_learns_of_a_module_goes_with_the_module(policy_pools):
+    """Julia keeps most modules alive: the policy's notes on a plain call's functions must not pile up."""
+    pool = policy_pools["tiered"]
+    count = "print(length(Main.JuliaPoolWorker.MENTIONS), length(Main.JuliaPoolWorker.HOT))"
+    with pool.session() as session:
+        session.execute("f(n) = n < 2 ? n : f(n - 1)")
+        for i in range(20):
+            assert pool.execute(f"g{i}(n) = n < 2 ? n : g{i}(n - 1)\nprint(g{i}(3))").stdout == "1"
+        assert session.execute(count).stdout == "11"  # the session's own, kept for its next calls
+    assert pool.execute(count).stdout == "00"
