@@ -50,11 +50,7 @@ function warm_up_policy()
     m = Module(:WarmUp)
     Core.eval(m, :(xs = [1]))
     survey_hot(m, code * "\nn = 10\nf(n)")
-    pos = 1
-    while pos <= ncodeunits(code)
-        ex, pos = Meta.parse(code, pos)
-        tiered_statement(m, ex)
-    end
+    foreach(ex -> tiered_statement(m, ex), parse_statements(code))
     forget_functions(m)
 end
 
@@ -228,12 +224,19 @@ end
 is_method_definition(@nospecialize(ex)) = ex isa Expr && length(ex.args) == 2 &&
     (ex.head === :function || (ex.head === :(=) && function_name(ex.args[1]) !== nothing))
 
+"The call `f(x)` of a signature `f(x)`, `f(x) where T` or `f(x)::T`; nothing if it has none."
+function signature_call(@nospecialize(sig))
+    while sig isa Expr && sig.head in (:where, :(::))
+        sig = sig.args[1]
+    end
+    return sig isa Expr && sig.head === :call ? sig : nothing
+end
+
 "The name `f` of a signature `f(x)`, `f(x) where T`, `f(x)::T`, `M.f(x)`; nothing if it is none."
 function function_name(@nospecialize(sig))
-    sig isa Expr || return nothing
-    sig.head in (:where, :(::)) && return function_name(sig.args[1])
-    sig.head === :call || return nothing
-    f = sig.args[1]
+    call = signature_call(sig)
+    call === nothing && return nothing
+    f = call.args[1]
     f isa Symbol && return f
     f isa Expr && f.head === :. && f.args[end] isa QuoteNode && return f.args[end].value
     return nothing
@@ -256,10 +259,7 @@ end
 """A method of an operator, of a function of another module (`Base.show`), or of a constructor
 (a capitalised name): its call of the same name almost always dispatches to other types."""
 function extends_generic(@nospecialize(sig), name::Symbol)
-    while sig isa Expr && sig.head in (:where, :(::))
-        sig = sig.args[1]
-    end
-    sig.args[1] isa Expr && return true            # M.f(x)
+    signature_call(sig).args[1] isa Expr && return true            # M.f(x)
     Base.isoperator(name) && return true
     c = first(string(name))
     return isuppercase(c) || name in (:show, :print, :string, :convert, :hash, :iterate, :getindex, :length)
@@ -277,8 +277,8 @@ function count_positional(@nospecialize(call))
 end
 
 function positional_arity(@nospecialize(sig))
-    sig isa Expr && sig.head in (:where, :(::)) && return positional_arity(sig.args[1])
-    return sig isa Expr && sig.head === :call ? count_positional(sig) : nothing
+    call = signature_call(sig)
+    return call === nothing ? nothing : count_positional(call)
 end
 
 # Reductions whose compiled code adds floating-point numbers in another order than the interpreter

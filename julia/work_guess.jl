@@ -164,7 +164,6 @@ const LITERAL_COLLECTIONS = (:vect, :tuple, :vcat, :hcat, :row, :braces)
 
 # ---- what a program's own calls say ------------------------------------------------------
 
-
 """The names of the functions `code` defines that one of its own top-level calls, with the numbers
 it passes, makes loop past the budget: `f(n) = (for i in 1:n ... end)` and `f(1000)`. Such a
 function is hot from its first call on, even when an earlier call (`f(10)`) is short: a function
@@ -207,11 +206,10 @@ end
 
 "The positional parameter names of a signature (nothing for one without a name, such as `::Int`)."
 function parameters(@nospecialize(sig))
-    while sig isa Expr && sig.head in (:where, :(::))
-        sig = sig.args[1]
-    end
+    call = signature_call(sig)
     names = Any[]
-    for a in sig.args[2:end]
+    call === nothing && return names
+    for a in call.args[2:end]
         a isa Expr && a.head === :parameters && continue
         a isa Expr && a.head === :kw && (a = a.args[1])
         a isa Expr && a.head === :(::) && (a = length(a.args) == 2 ? a.args[1] : nothing)
