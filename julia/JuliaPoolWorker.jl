@@ -285,6 +285,15 @@ end
 
 handle_ping(frame::Frame) = reply(frame, String[])
 
+"""Give back to the system what warm-up compiling left behind: 15 MB of an idle worker's 120 MB
+(PSS, measured on 1.5.3). Mostly call stacks: each call runs on a task of its own, whose stack Julia
+takes from those earlier calls left (deep compiling dirtied them), so this runs on the worker's own
+task instead. Three collections, because on 1.5.3 two leave those stacks in place."""
+function handle_collect(frame::Frame)
+    GC.gc(); GC.gc(); GC.gc()
+    reply(frame, [isdefined(Base, :gc_live_bytes) ? string(Base.gc_live_bytes()) : "0"])
+end
+
 function handle_quit(frame::Frame)
     try flush(stdout); flush(stderr) catch end     # they may have been closed by user code
     exit(0)
@@ -293,7 +302,8 @@ end
 # One handler per request kind (PROTOCOL.md, "Requests").
 const HANDLERS = Dict{Char,Function}(
     EXEC => handle_exec, COMPLETE => handle_complete, INSPECT => handle_inspect,
-    IS_COMPLETE => handle_is_complete, DROP => handle_drop, PING => handle_ping, QUIT => handle_quit)
+    IS_COMPLETE => handle_is_complete, DROP => handle_drop, PING => handle_ping, COLLECT => handle_collect,
+    QUIT => handle_quit)
 
 function handle(frame::Frame)
     handler = get(HANDLERS, frame.kind, nothing)
@@ -353,7 +363,7 @@ function compile_hot_path()
                        (encode_frame, (Char, UInt32, Vector{String})), (send_frame, (Char, UInt32, Vector{String})),
                        (fast_write, (P, Int, Vector{UInt8})), (fast_write, (Base.TTY, Int, Vector{UInt8})),
                        (reply, (Frame, Vector{String})), (compiled, (Function,)), (set_compile, (Int8,)),
-                       (handle_ping, (Frame,)), (handle_drop, (Frame,)),
+                       (handle_ping, (Frame,)), (handle_drop, (Frame,)), (handle_collect, (Frame,)),
                        (capture_state, (Bool, Bool)), (settle_state, (StateBefore, Module, String, Bool, Bool)),
                        (new_methods_reason, (UInt, Module, String)), (named_functions, (Module, String, Vector{Module})),
                        (record_baseline, ()), (stdio_reason, ()), (main_changed, (StateBefore,)))

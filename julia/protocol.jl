@@ -17,6 +17,7 @@ const IS_COMPLETE = 'K'   # code                                 -> RESULT(statu
 const INPUT_REPLY = 'N'   # text: the answer to an INPUT event
 const DROP = 'D'          # module                               -> RESULT()
 const PING = 'P'          #                                      -> RESULT()
+const COLLECT = 'G'       # full collections, on the worker's own task -> RESULT(live bytes)
 const QUIT = 'Q'          # exit(0) after flushing
 # Replies and events, Julia -> Python:
 const HELLO = 'H'         # julia version, pid

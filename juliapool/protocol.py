@@ -27,6 +27,7 @@ class Request(str, Enum):
     INPUT = "N"  # text: the answer to an INPUT event
     DROP = "D"  # module: forget a session module               -> RESULT()
     PING = "P"  #                                               -> RESULT()
+    COLLECT = "G"  # full collections, on the worker's own task -> RESULT(live bytes)
     QUIT = "Q"  # exit(0) after flushing
 
 

@@ -107,9 +107,8 @@ class WorkerStock:
         error: Optional[WorkerStartError] = None
         try:
             worker.start(self.recipe.start_timeout)
-            self.recipe.prepare(worker, warm=True)
-            if self.recipe.notebook:  # a notebook's first cell (its value shown) is then ready too
-                self.recipe.warm_first_cell(worker)
+            # A notebook's first cell (its value shown) is then ready too.
+            self.recipe.prepare(worker, warm=True, first_cell=self.recipe.notebook)
         except WorkerStartError as e:
             worker.stop()
             error = e

@@ -376,5 +376,9 @@ class Worker:
         """Forget a session module."""
         self.request(Request.DROP, [module])
 
+    def collect(self) -> int:
+        """Collect garbage, outside any call (PROTOCOL.md, `G`); the bytes still live."""
+        return int(self.request(Request.COLLECT, []).text(0) or 0)
+
     def ping(self, timeout: float = REQUEST_TIMEOUT) -> None:
         self.request(Request.PING, [], timeout=timeout)

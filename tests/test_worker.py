@@ -107,6 +107,18 @@ def test_a_worker_killed_from_outside_while_idle_reports_exited(make_worker):
     assert worker.poll() == -signal.SIGKILL
 
 
+def test_collect_gives_what_a_finished_call_left_back_to_the_system(make_worker):
+    """The COLLECT request (PROTOCOL.md, `G`): 200 MB a call made and dropped leave the worker's
+    resident memory; the worker still serves calls afterwards."""
+    worker = make_worker()
+    assert worker.execute("let x = ones(25 * 10^6); println(sum(x)); end").stdout == "2.5e7\n"
+    before = worker.rss_bytes()
+    live = worker.collect()
+    assert before - worker.rss_bytes() > 150 * 2**20
+    assert 0 < live < 100 * 2**20
+    assert worker.execute("println(1)").stdout == "1\n"
+
+
 def test_code_that_ignores_the_interrupt_ends_by_kill(make_worker):
     worker = make_worker()
     reply = worker.execute("while true end", limits=Limits(timeout=STEP, grace=STEP))
