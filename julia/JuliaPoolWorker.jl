@@ -110,26 +110,32 @@ end
 lookup(ip) = try StackTraces.lookup(ip) catch; StackTraces.StackFrame[] end
 is_own_frame(f) = dirname(string(f.file)) == @__DIR__     # this file, kernel_support.jl, modules.jl, ...
 
-function trim_backtrace(bt)
-    # Keep the user's frames: cut at the first frame of include_string (our entry point), drop the
-    # Core.eval frames some Julia versions put between it and the user's top-level code, and the
-    # worker's own frames (its stdin and display stand-ins) wherever they are.
-    cut = something(findfirst(ip -> any(f -> f.func === :include_string, lookup(ip)), bt), length(bt) + 1)
-    kept = bt[1:cut-1]
-    while !isempty(kept) && all(f -> endswith(string(f.file), "boot.jl"), lookup(kept[end]))
+"""The user's frames of `bt`, each IP with what it looks up to. Kept: the frames before the first of
+include_string (our entry point), without the Core.eval frames some Julia versions put between it
+and the user's top-level code, and without the worker's own frames (its stdin and display
+stand-ins) wherever they are. Each IP is looked up once, and none past the entry point: a lookup
+costs about 1 ms on 1.5.3, and an error's text took 15 ms when each was looked up four times."""
+function user_frames(bt)
+    kept = Tuple{Any,Vector{StackTraces.StackFrame}}[]
+    for ip in bt
+        frames = lookup(ip)
+        any(f -> f.func === :include_string, frames) && break
+        push!(kept, (ip, frames))
+    end
+    while !isempty(kept) && all(f -> endswith(string(f.file), "boot.jl"), kept[end][2])
         pop!(kept)
     end
-    return filter(ip -> !any(is_own_frame, lookup(ip)), kept)
+    return filter(k -> !any(is_own_frame, k[2]), kept)
 end
 
-unwrap(e) = e isa LoadError ? unwrap(e.error) : e
+unwrap(@nospecialize(e)) = e isa LoadError ? unwrap(e.error) : e
 
-function error_fields(mod::Module, err, bt)
+function error_fields(mod::Module, @nospecialize(err), bt)
     e = as_in_main(unwrap(err), mod)
     io = IOContext(IOBuffer(), :module => mod, :limit => true)
     text = try
         print(io, "ERROR: ")
-        Base.invokelatest(showerror, io, e, julia_e_frames(trim_backtrace(bt)); backtrace = true)
+        Base.invokelatest(showerror, io, e, julia_e_frames(user_frames(bt)); backtrace = true)
         println(io)
         String(take!(io.io))
     catch

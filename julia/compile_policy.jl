@@ -8,9 +8,9 @@
 #
 #   "tiered"       (default) each top-level statement that looks short runs interpreted, as under
 #                  `--compile=min`, Base's code it reaches too; one that looks long (a loop over a
-#                  long range, a `while`, a large number or collection) runs compiled. A user
-#                  function is hot when it calls itself, runs a `while`, or loops longer than the
-#                  budget by the same guess; a hot function is always compiled, and so is what a
+#                  long range, a `while` that may run long, a large number or collection) runs
+#                  compiled. A user function is hot when it calls itself, or loops longer than
+#                  the budget by the same guess (work_guess.jl); a hot function is always compiled, and so is what a
 #                  statement that names one (directly or through other functions of the module)
 #                  calls. Macro calls and other forms that must stay top-level forms get the
 #                  statement's mode too.
@@ -176,7 +176,7 @@ function mark_hot_functions(mod::Module, @nospecialize(ex), inner::Bool = false)
     if is_method_definition(ex)
         sig, body = ex.args[1], ex.args[2]
         name = function_name(sig)
-        hot = body isa Expr && (loop_cost(body) > LOOP_BUDGET || recurses(sig, body) || reduces(body) ||
+        hot = body isa Expr && (loop_cost(body, mod) > LOOP_BUDGET || recurses(sig, body) || reduces(body) ||
                                 (!inner && name in SURVEYED_HOT[]))
         if name isa Symbol && !inner
             graph = get!(Dict{Symbol,Set{Symbol}}, MENTIONS, mod)
@@ -300,7 +300,7 @@ end
 up in any order gives the same result."""
 integers_only(@nospecialize(a)) = a isa Integer || (a isa Symbol && Base.isoperator(a)) ||
     (a isa Expr && (a.head in LITERAL_COLLECTIONS || (a.head === :call && a.args[1] === :(:))) &&
-     all(x -> x isa Integer || x === :(:), a.args))
+     all((@nospecialize x) -> x isa Integer || x === :(:), a.args))
 
 dotted_name(@nospecialize(f)) = f isa Expr && f.head === :. && f.args[end] isa QuoteNode ? f.args[end].value : nothing
 
@@ -314,21 +314,16 @@ include("work_guess.jl")     # how long a statement or a call will run, guessed 
 # such a frame, it is shown as `julia -e` would show it. (Checked on 1.5.3 only: Base.InterpreterIP's
 # `code` and StackFrame's seven fields; on any failure the frames are left alone.)
 
-"The user's frames, each as `julia -e` would name its file."
-function julia_e_frames(bt::Vector)
-    POLICY[] == "compiled" && return bt
-    try
-        frames = StackTraces.StackFrame[]
-        for ip in bt
-            relocate = ip isa Base.InterpreterIP && compiled_under_julia_e(ip.code)
-            for f in StackTraces.lookup(ip)
-                push!(frames, relocate ? compiled_name(f) : f)
-            end
+"The frames of `user_frames`, each as `julia -e` would name its file."
+function julia_e_frames(kept::Vector)
+    frames = StackTraces.StackFrame[]
+    for (ip, looked_up) in kept
+        relocate = POLICY[] != "compiled" && ip isa Base.InterpreterIP && try compiled_under_julia_e(ip.code) catch; false end
+        for f in looked_up
+            push!(frames, relocate ? try compiled_name(f) catch; f end : f)
         end
-        return frames
-    catch
-        return bt
     end
+    return frames
 end
 
 compiled_under_julia_e(@nospecialize(code)) = code isa Core.MethodInstance ||

@@ -36,7 +36,7 @@ function mentions(@nospecialize(T), tree::Vector{Module}, depth::Int = 0)::Bool
         return mentions(T.ub, tree, depth + 1)
     elseif T isa DataType
         owns(tree, T.name.module) && return true
-        return any(p -> mentions(p, tree, depth + 1), T.parameters)
+        return any((@nospecialize p) -> mentions(p, tree, depth + 1), T.parameters)
     end
     return false
 end
@@ -85,7 +85,7 @@ end
 function named_functions(mod::Module, code::String, tree::Vector{Module})::Vector{Any}
     found = Any[]
     ex = try Base.parse_input_line(code) catch; return found end
-    visit(x) = begin
+    visit(@nospecialize x) = begin
         v = resolve(mod, x)
         if v isa Function && !owns(tree, parentmodule(v)) && !any(f -> f === v, found)
             push!(found, v)

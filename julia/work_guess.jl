@@ -1,6 +1,10 @@
 # How long a top-level statement, or a call of a user function, will run: guessed from the code's
 # text before it runs, for the tiered compile policy (compile_policy.jl, which includes this file).
 
+# The closures that walk an expression's arguments are `@nospecialize`: else Julia compiles each
+# again for every kind of value it meets there (Int, Char, Float64, ...), a few ms in every worker
+# (seen with --trace-compile over the corpus).
+
 """Globals of `mod` with some names bound to values: a function's parameters at a call site, or
 the literal assignments of the statements before it."""
 struct Bound
@@ -17,8 +21,8 @@ const Scope = Union{Module,Bound,Nothing}
 # values of the globals it names (earlier statements have run when it is looked at): a `for` over
 # `a:b` counts its length (literal arithmetic and integer globals allowed), over a global
 # collection, a literal one, or a wrapper of one (`enumerate(xs)`, `zip`, `xs[i:j]`) that
-# collection's length, over anything else SHORT_GUESS iterations; a `while` is taken to be long
-# (corpus programs 0239 and 0283 run one 10^5 times); generators and comprehensions count as loops;
+# collection's length, over anything else SHORT_GUESS iterations; a `while` as its test and body
+# tell (`while_iterations`); generators and comprehensions count as loops;
 # nested loops multiply. A statement that names a number (not an element of a literal collection)
 # or a collection of BIG_DATA or more runs compiled too.
 const LOOP_BUDGET = 20_000        # statements (Expr nodes) times iterations, interpreted at most
@@ -37,7 +41,10 @@ function loop_cost(@nospecialize(ex), mod::Scope = nothing)::Int
             return sat_mul(SHORT_GUESS, sat_add(1, cost(ex.args[end])))
         end
         ex.head in NOT_RUN_HERE && return 1
-        ex.head === :while && (looping = true; return typemax(Int))
+        if ex.head === :while
+            looping = true
+            return sat_mul(while_iterations(ex, mod), sat_add(1, cost(ex.args[2])))
+        end
         # `for spec; body; end`, and `body for spec...` (a generator: Base loops over it)
         specs = ex.head === :for ? ex.args[1:1] : ex.head === :generator ? ex.args[2:end] : ()
         inner = 1
@@ -53,6 +60,84 @@ function loop_cost(@nospecialize(ex), mod::Scope = nothing)::Int
     end
     c = cost(ex)
     return looping ? c : 0
+end
+
+# ---- how often a `while` runs ---------------------------------------------------------------
+
+const LOG_GUESS = 64            # a loop that divides what it tests: as many runs as bits
+const COMPARISONS = (:<, :<=, :≤, :>, :>=, :≥, :!=, :≠)
+const SHRINKING = (:/=, :÷=, :>>=, :>>>=, :*=, :<<=)    # updates that scale a variable
+const DIVISIONS = (:/, :÷, :div, :fld, :>>, :>>>)
+const LENGTHS = (:length, :lastindex, :endof, :size, :ncodeunits, :sizeof)
+
+"""How often a `while` runs, where its text tells. A test (or one of the `&&`-joined tests) that
+names a variable the body scales (`x /= 2`, `n = n ÷ 10`) runs about LOG_GUESS times; one that
+compares a variable the body steps (`i += 1`) with a bound runs as often as the bound says: a
+collection's length (`i <= length(xs)`), a number, or SHORT_GUESS where unknown, as a `for` over an
+unknown range does. Any other loop (`while !done(x)`, `while length(seen) < 1000`, `while true`)
+is taken to be long: corpus programs 0239, 0249 and 0283 search that way 10^5 times."""
+function while_iterations(ex::Expr, mod)::Int
+    updates = Dict{Symbol,Symbol}()      # variable => :scaled or :stepped
+    collect_updates!(updates, ex.args[2])
+    best = typemax(Int)
+    for test in conjuncts(ex.args[1])
+        (test isa Expr && test.head === :call && length(test.args) == 3 && test.args[1] in COMPARISONS) || continue
+        any(v -> updates[v] === :scaled && mentions(test, v), keys(updates)) && (best = min(best, LOG_GUESS))
+        for (var, bound) in ((test.args[2], test.args[3]), (test.args[3], test.args[2]))
+            var isa Symbol && get(updates, var, nothing) === :stepped && (best = min(best, bound_iterations(bound, var, mod)))
+        end
+    end
+    return best
+end
+
+function conjuncts(@nospecialize(c))::Vector{Any}
+    (c isa Expr && c.head === :&&) || return Any[c]
+    out = Any[]
+    for a in c.args
+        append!(out, conjuncts(a))
+    end
+    return out
+end
+
+function collect_updates!(updates::Dict{Symbol,Symbol}, @nospecialize(ex))
+    (ex isa Expr && !isempty(ex.args)) || return
+    ex.head in NOT_RUN_HERE && return
+    target = ex.args[1] isa Expr && ex.args[1].head === :global ? ex.args[1].args[1] : ex.args[1]
+    if target isa Symbol && ex.head in SHRINKING
+        updates[target] = :scaled
+    elseif target isa Symbol && ex.head in (:+=, :-=)
+        get!(updates, target, :stepped)
+    elseif target isa Symbol && ex.head === :(=) && length(ex.args) == 2
+        rhs = ex.args[2]
+        if divides(rhs, target)
+            updates[target] = :scaled
+        elseif rhs isa Expr && rhs.head === :call && rhs.args[1] in (:+, :-) && target in rhs.args[2:end]
+            get!(updates, target, :stepped)
+        end
+    end
+    foreach((@nospecialize a) -> collect_updates!(updates, a), ex.args)
+end
+
+mentions(@nospecialize(ex), var::Symbol)::Bool = ex === var || (ex isa Expr && any((@nospecialize a) -> mentions(a, var), ex.args))
+
+"Does `ex` divide (or shift right) `var` somewhere: `n ÷ 10`, `div(n, 2)`, `iseven(n) ? n >> 1 : ...`?"
+function divides(@nospecialize(ex), var::Symbol)::Bool
+    ex isa Expr || return false
+    ex.head === :call && ex.args[1] in DIVISIONS && length(ex.args) >= 2 && ex.args[2] === var && return true
+    return any((@nospecialize a) -> divides(a, var), ex.args)
+end
+
+"Runs of a loop stepping `var` towards `bound`: a length, a known number, or the counter's own start."
+function bound_iterations(@nospecialize(bound), var::Symbol, mod)::Int
+    if bound isa Expr && bound.head === :call && length(bound.args) >= 2 && bound.args[1] in LENGTHS
+        n = size_guess(bound.args[2], mod)
+        return n === nothing ? SHORT_GUESS : n
+    end
+    n = literal_int(bound, mod)
+    n === nothing && return SHORT_GUESS
+    abs(n) > 1 && return Int(min(abs(n), typemax(Int)))
+    start = literal_int(var, mod)      # counting down to 0 or 1: as often as the counter's value
+    return start === nothing ? SHORT_GUESS : Int(min(abs(start), typemax(Int)))
 end
 
 sat_add(a::Int, b::Int) = a > typemax(Int) - b ? typemax(Int) : a + b
@@ -84,10 +169,10 @@ function size_guess(@nospecialize(r), mod)
     r isa Expr || return nothing
     if r.head === :call && r.args[1] === :(:) && length(r.args) in (3, 4)
         b = Any[literal_int(x, mod) for x in r.args[2:end]]
-        any(x -> x === nothing, b) && return nothing
+        any((@nospecialize x) -> x === nothing, b) && return nothing
         return try Int(min(length(length(b) == 2 ? (b[1]:b[2]) : (b[1]:b[2]:b[3])), typemax(Int))) catch; typemax(Int) end
     elseif r.head in (:vect, :tuple, :vcat, :hcat, :braces)
-        any(a -> a isa Expr && a.head === :..., r.args) && return nothing
+        any((@nospecialize a) -> a isa Expr && a.head === :..., r.args) && return nothing
         return length(r.args)
     elseif r.head === :ref && !isempty(r.args)
         return size_guess(r.args[1], mod)          # a part of a collection is no larger
@@ -95,7 +180,7 @@ function size_guess(@nospecialize(r), mod)
         f = r.args[1] isa Symbol ? r.args[1] : dotted_name(r.args[1])
         if f === :zip
             sizes = Any[size_guess(a, mod) for a in r.args[2:end]]
-            known = filter(x -> x !== nothing, sizes)
+            known = filter((@nospecialize x) -> x !== nothing, sizes)
             return isempty(known) ? nothing : minimum(known)
         end
         f in SAME_SIZE && return size_guess(r.args[2] isa Expr && r.args[2].head === :parameters ? r.args[3] : r.args[2], mod)
@@ -112,7 +197,7 @@ function literal_int(@nospecialize(x), mod)
     v isa Integer && return v
     (x isa Expr && x.head === :call && haskey(LITERAL_OPS, x.args[1]) && length(x.args) >= 2) || return nothing
     args = Any[literal_int(a, mod) for a in x.args[2:end]]
-    any(a -> a === nothing, args) && return nothing
+    any((@nospecialize a) -> a === nothing, args) && return nothing
     return try LITERAL_OPS[x.args[1]](map(Int128, args)...) catch; nothing end
 end
 
@@ -154,10 +239,10 @@ function big_data(@nospecialize(ex), mod, argument::Bool = false)::Bool
     if ex.head === :call && haskey(LITERAL_OPS, ex.args[1])      # arithmetic passes its operands on
         n = literal_int(ex, mod)
         n !== nothing && return argument && abs(n) >= BIG_DATA
-        return any(a -> big_data(a, mod, argument), ex.args[2:end])
+        return any((@nospecialize a) -> big_data(a, mod, argument), ex.args[2:end])
     end
     inside = ex.head === :call ? true : ex.head in LITERAL_COLLECTIONS ? false : argument
-    return any(a -> big_data(a, mod, inside), ex.head === :call ? ex.args[2:end] : ex.args)
+    return any((@nospecialize a) -> big_data(a, mod, inside), ex.head === :call ? ex.args[2:end] : ex.args)
 end
 
 const LITERAL_COLLECTIONS = (:vect, :tuple, :vcat, :hcat, :row, :braces)
@@ -200,7 +285,7 @@ function collect_definitions!(defs::Dict{Symbol,Vector{Any}}, @nospecialize(ex))
         name = function_name(ex.args[1])
         name isa Symbol && push!(get!(Vector{Any}, defs, name), (parameters(ex.args[1]), ex.args[2]))
     elseif !(ex.head in (:function, :->, :quote, :struct, :module))
-        foreach(a -> collect_definitions!(defs, a), ex.args)
+        foreach((@nospecialize a) -> collect_definitions!(defs, a), ex.args)
     end
 end
 
@@ -225,7 +310,7 @@ function top_level_calls(@nospecialize(ex), found = Tuple{Symbol,Vector{Any}}[])
     if ex.head === :call && ex.args[1] isa Symbol
         push!(found, (ex.args[1], Any[a for a in ex.args[2:end] if !(a isa Expr && a.head === :parameters)]))
     end
-    foreach(a -> top_level_calls(a, found), ex.args)
+    foreach((@nospecialize a) -> top_level_calls(a, found), ex.args)
     return found
 end
 

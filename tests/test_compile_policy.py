@@ -10,7 +10,7 @@ from juliapool import JuliaExecutor, JuliaProcessPool
 from juliapool.pool import COMPILE_POLICIES
 
 MODE = "print(Base.JLOptions().compile_enabled)"
-HOT = "function hot(n)\n    s = 0\n    while n > 0\n        s += n\n        n -= 1\n    end\n    return (s, Base.JLOptions().compile_enabled)\nend\n"
+HOT = "function hot(n)\n    s = 0\n    while true\n        n > 0 || break\n        s += n\n        n -= 1\n    end\n    return (s, Base.JLOptions().compile_enabled)\nend\n"
 LIGHT = "function light(n)\n    s = 0\n    for i in 1:n\n        s += i\n    end\n    return (s, Base.JLOptions().compile_enabled)\nend\n"
 
 # (name, code): each policy must print the same as spawn mode.
@@ -66,7 +66,12 @@ def test_tiered_interprets_short_statements_and_compiles_hot_code(policy_pools):
     assert pool.execute(f"for i in 1:3; end\n{MODE}").stdout == "3"
     assert pool.execute(f"begin\n    for i in 1:10^6; end\n    {MODE}\nend").stdout == "1"  # a long loop: compiled
     assert pool.execute(f"for i in 1:10^6; end\n{MODE}").stdout == "3"  # the next statement is short again
-    assert pool.execute(HOT + "println(hot(10))").stdout == "(55, 1)\n"  # a `while` in a function: compiled
+    assert pool.execute(HOT + "println(hot(10))").stdout == "(55, 1)\n"  # a `while` of unknown length: compiled
+    # a `while` its text bounds: stepping towards a parameter (as `for i in 1:n`), dividing what it tests
+    countdown = "function down(n)\n    s = 0\n    while n > 0\n        s += n\n        n -= 1\n    end\n    s\nend\n"
+    digits = "function digsum(n)\n    s = 0\n    while n > 0\n        s += n % 10\n        n ÷= 10\n    end\n    s\nend\n"
+    assert pool.execute(countdown + digits + f"print((down(10), digsum(987), {MODE[6:-1]}))").stdout == "(55, 24, 3)"
+    assert pool.execute(countdown + f"print((down(10^6), {MODE[6:-1]}))").stdout == "(500000500000, 1)"  # survey: long
     assert pool.execute(LIGHT + "println(light(10))").stdout == "(55, 3)\n"  # one loop of a guessed length: not
     # a statement that reaches a hot function through another runs what it calls compiled
     assert pool.execute(HOT + f"outer(n) = (hot(n); {MODE[6:-1]})\nprint(outer(3))").stdout == "1"

@@ -82,7 +82,11 @@ WORKLOAD_CELLS = [
 WORKLOAD_PLAIN = ['println("plain")', 'print(stderr, "e")', 'error("plain")', "1 + 1",
                   # the fresh-state checks after a call that defines methods, or changes ENV and cd
                   'g(x) = x; println(g(1))', 'ENV["JULIAPOOL_WARM"] = "1"; cd(tempdir())',
-                  "struct WarmShow; x::Int; end; Base.show(io::IO, w::WarmShow) = print(io, w.x); println(WarmShow(1))"]
+                  "struct WarmShow; x::Int; end; Base.show(io::IO, w::WarmShow) = print(io, w.x); println(WarmShow(1))",
+                  # the compile policy's guesses about a program's loops (work_guess.jl): ~75 ms once otherwise
+                  "function wl(n, xs)\n    s = 0\n    while n > 0 && s < length(xs)\n        s += n % 10\n        n ÷= 10\n"
+                  "    end\n    while true\n        s += 1\n        s > 9 && break\n    end\n    for x in xs\n        s += x\n"
+                  "    end\n    s\nend\nprintln(wl(12, [1, 2]), [i^2 for i in 1:3])\nn = 10\nprintln(wl(n, 1:n))"]
 
 
 # ---- building ----------------------------------------------------------------------------------
