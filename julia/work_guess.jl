@@ -65,24 +65,34 @@ end
 # ---- how often a `while` runs ---------------------------------------------------------------
 
 const LOG_GUESS = 64            # a loop that divides what it tests: as many runs as bits
-const COMPARISONS = (:<, :<=, :≤, :>, :>=, :≥, :!=, :≠)
+const COMPARISONS = (:<, :<=, :≤, :>, :>=, :≥, :!=, :≠, :!==, :(==), :(===))
 const SHRINKING = (:/=, :÷=, :>>=, :>>>=, :*=, :<<=)    # updates that scale a variable
 const DIVISIONS = (:/, :÷, :div, :fld, :>>, :>>>)
 const LENGTHS = (:length, :lastindex, :endof, :size, :ncodeunits, :sizeof)
+const TAKERS = (:pop!, :popfirst!, :shift!, :splice!, :deleteat!, :popat!, :empty!)  # calls that shrink their first argument
+const GIVERS = (:push!, :pushfirst!, :unshift!, :append!, :prepend!, :insert!, :resize!)
 
 """How often a `while` runs, where its text tells. A test (or one of the `&&`-joined tests) that
 names a variable the body scales (`x /= 2`, `n = n ÷ 10`) runs about LOG_GUESS times; one that
 compares a variable the body steps (`i += 1`) with a bound runs as often as the bound says: a
 collection's length (`i <= length(xs)`), a number, or SHORT_GUESS where unknown, as a `for` over an
-unknown range does. Any other loop (`while !done(x)`, `while length(seen) < 1000`, `while true`)
+unknown range does. So does a walk along a structure (`node = node.next`), and a loop until a
+collection the body only takes from is empty (`while !isempty(q)` with `popfirst!(q)`: its
+length if known). Any other loop (`while !done(x)`, `while length(seen) < 1000`, `while true`)
 is taken to be long: corpus programs 0239, 0249 and 0283 search that way 10^5 times."""
 function while_iterations(ex::Expr, mod)::Int
     updates = Dict{Symbol,Symbol}()      # variable => :scaled or :stepped
     collect_updates!(updates, ex.args[2])
     best = typemax(Int)
     for test in conjuncts(ex.args[1])
+        xs = emptiness_of(test)
+        if xs isa Symbol && get(updates, xs, nothing) === :shrunk
+            n = size_guess(xs, mod)
+            best = min(best, n === nothing ? SHORT_GUESS : n)
+        end
         (test isa Expr && test.head === :call && length(test.args) == 3 && test.args[1] in COMPARISONS) || continue
         any(v -> updates[v] === :scaled && mentions(test, v), keys(updates)) && (best = min(best, LOG_GUESS))
+        any(v -> updates[v] === :walked && mentions(test, v), keys(updates)) && (best = min(best, SHORT_GUESS))
         for (var, bound) in ((test.args[2], test.args[3]), (test.args[3], test.args[2]))
             var isa Symbol && get(updates, var, nothing) === :stepped && (best = min(best, bound_iterations(bound, var, mod)))
         end
@@ -103,7 +113,13 @@ function collect_updates!(updates::Dict{Symbol,Symbol}, @nospecialize(ex))
     (ex isa Expr && !isempty(ex.args)) || return
     ex.head in NOT_RUN_HERE && return
     target = ex.args[1] isa Expr && ex.args[1].head === :global ? ex.args[1].args[1] : ex.args[1]
-    if target isa Symbol && ex.head in SHRINKING
+    if ex.head === :call && length(ex.args) >= 2 && ex.args[2] isa Symbol && ex.args[1] in (TAKERS..., GIVERS...)
+        xs = ex.args[2]      # `popfirst!(queue)`: a loop until it is empty runs once per element
+        ex.args[1] in GIVERS ? (updates[xs] = :grown) : get!(updates, xs, :shrunk)
+    elseif target isa Symbol && ex.head === :(=) && length(ex.args) == 2 && ex.args[2] isa Expr &&
+           ex.args[2].head === :. && ex.args[2].args[1] === target
+        get!(updates, target, :walked)      # `node = node.next`: once per element of a structure
+    elseif target isa Symbol && ex.head in SHRINKING
         updates[target] = :scaled
     elseif target isa Symbol && ex.head in (:+=, :-=)
         get!(updates, target, :stepped)
@@ -116,6 +132,15 @@ function collect_updates!(updates::Dict{Symbol,Symbol}, @nospecialize(ex))
         end
     end
     foreach((@nospecialize a) -> collect_updates!(updates, a), ex.args)
+end
+
+"`xs` of a test `!isempty(xs)` (or `isempty(xs) == false`), else nothing."
+function emptiness_of(@nospecialize(test))
+    test isa Expr && test.head === :call || return nothing
+    inner = test.args[1] === :! && length(test.args) == 2 ? test.args[2] :
+            test.args[1] === :(==) && length(test.args) == 3 && test.args[3] === false ? test.args[2] : nothing
+    inner isa Expr && inner.head === :call && length(inner.args) == 2 && inner.args[1] === :isempty || return nothing
+    return inner.args[2]
 end
 
 mentions(@nospecialize(ex), var::Symbol)::Bool = ex === var || (ex isa Expr && any((@nospecialize a) -> mentions(a, var), ex.args))

@@ -82,9 +82,11 @@ def images_home(home: Optional[Path] = None) -> Path:
 
 
 def sources_digest() -> str:
-    """Changes whenever a worker source file does."""
+    """Changes whenever a worker source file does, or the build's recipe (its workload decides what
+    the image holds compiled)."""
     h = hashlib.sha256()
-    for path in sorted(julia_source_dir().glob("*.jl")):
+    recipe = Path(__file__).with_name("runtime") / "sysimage.py"
+    for path in sorted(julia_source_dir().glob("*.jl")) + [recipe]:
         h.update(path.name.encode() + b"\0" + path.read_bytes())
     return h.hexdigest()
 

@@ -72,6 +72,10 @@ def test_tiered_interprets_short_statements_and_compiles_hot_code(policy_pools):
     digits = "function digsum(n)\n    s = 0\n    while n > 0\n        s += n % 10\n        n ÷= 10\n    end\n    s\nend\n"
     assert pool.execute(countdown + digits + f"print((down(10), digsum(987), {MODE[6:-1]}))").stdout == "(55, 24, 3)"
     assert pool.execute(countdown + f"print((down(10^6), {MODE[6:-1]}))").stdout == "(500000500000, 1)"  # survey: long
+    # a walk along a structure, a loop until what it takes from is empty: once per element
+    walk = "struct L; next::Union{L,Nothing}; end\nfunction len(l)\n    n = 1\n    while l.next !== nothing\n        l = l.next\n        n += 1\n    end\n    n\nend\n"
+    drain = "function drain(q)\n    s = 0\n    while !isempty(q)\n        s += popfirst!(q)\n    end\n    s\nend\n"
+    assert pool.execute(walk + drain + f"print((len(L(L(nothing))), drain([1, 2]), {MODE[6:-1]}))").stdout == "(2, 3, 3)"
     assert pool.execute(LIGHT + "println(light(10))").stdout == "(55, 3)\n"  # one loop of a guessed length: not
     # a statement that reaches a hot function through another runs what it calls compiled
     assert pool.execute(HOT + f"outer(n) = (hot(n); {MODE[6:-1]})\nprint(outer(3))").stdout == "1"

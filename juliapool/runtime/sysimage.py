@@ -79,14 +79,91 @@ WORKLOAD_CELLS = [
     "using Printf; @printf(\"%.2f\\n\", pi)",
     "sum(rand(100))",
 ]
+# The shapes real programs take, for the compile policy's guesses (work_guess.jl): each path of
+# them it has not met costs 5 to 75 ms once in every worker.
+POLICY_WORKLOAD = """
+using Printf
+const N = 10
+mutable struct Node; v::Int; next::Union{Node,Nothing}; end
+function walk(n)
+    c = 0
+    while n.next !== nothing
+        n = n.next
+        c += 1
+    end
+    c
+end
+function search(xs::Vector{T}, x::T) where T
+    lo, hi = 1, length(xs)
+    while lo <= hi
+        mid = (lo + hi) ÷ 2
+        xs[mid] == x && return mid
+        xs[mid] < x ? (lo = mid + 1) : (hi = mid - 1)
+    end
+    0
+end
+function digits_of(n::Integer, base = 10)
+    out = Int[]
+    while n > 0
+        push!(out, n % base)
+        n = div(n, base)
+    end
+    reverse(out)
+end
+function steps(k)
+    i = 0
+    while i < k && isodd(k)
+        i = i + 1
+    end
+    x = 1.0
+    while 1.0 + x != 1.0
+        x /= 2
+    end
+    s = 0
+    while true
+        s += 1
+        s >= 3 && break
+    end
+    (i, x, s)
+end
+fact(n) = n < 2 ? big(1) : n * fact(n - 1)
+function drain(q)
+    s = 0
+    while !isempty(q)
+        s += popfirst!(q)
+    end
+    s
+end
+evens(v) = [x for x in v if iseven(x)]
+total(v) = sum(x -> x^2, v)
+let words = ["a", "bb", "ccc"], t = 0
+    for (i, w) in enumerate(words), c in w
+        t += i
+    end
+    @printf("%d %s\n", t, join(words, ","))
+end
+for i in 1:3, j in i:N
+    i == j && print(i)
+end
+println(walk(Node(1, Node(2, nothing))), search([1, 3, 5], 3), digits_of(1234), steps(3), fact(5), drain([1, 2]))
+println(evens(1:N), total(1:N), [k => v for (k, v) in Dict("x" => 1)], map(x -> 2x, (1, 2)))
+x = 0
+while x < 100
+    global x += 7
+end
+try
+    error("caught")
+catch e
+    println(sprint(showerror, e))
+end
+"""
+
 WORKLOAD_PLAIN = ['println("plain")', 'print(stderr, "e")', 'error("plain")', "1 + 1",
                   # the fresh-state checks after a call that defines methods, or changes ENV and cd
                   'g(x) = x; println(g(1))', 'ENV["JULIAPOOL_WARM"] = "1"; cd(tempdir())',
                   "struct WarmShow; x::Int; end; Base.show(io::IO, w::WarmShow) = print(io, w.x); println(WarmShow(1))",
-                  # the compile policy's guesses about a program's loops (work_guess.jl): ~75 ms once otherwise
-                  "function wl(n, xs)\n    s = 0\n    while n > 0 && s < length(xs)\n        s += n % 10\n        n ÷= 10\n"
-                  "    end\n    while true\n        s += 1\n        s > 9 && break\n    end\n    for x in xs\n        s += x\n"
-                  "    end\n    s\nend\nprintln(wl(12, [1, 2]), [i^2 for i in 1:3])\nn = 10\nprintln(wl(n, 1:n))"]
+                  POLICY_WORKLOAD]
+
 
 
 # ---- building ----------------------------------------------------------------------------------
