@@ -66,7 +66,7 @@ end
 
 const LOG_GUESS = 64            # a loop that divides what it tests: as many runs as bits
 const COMPARISONS = (:<, :<=, :≤, :>, :>=, :≥, :!=, :≠, :!==, :(==), :(===))
-const SHRINKING = (:/=, :÷=, :>>=, :>>>=, :*=, :<<=)    # updates that scale a variable
+const SCALING = (:/=, :÷=, :>>=, :>>>=, :*=, :<<=)    # updates that scale a variable
 const DIVISIONS = (:/, :÷, :div, :fld, :>>, :>>>)
 const LENGTHS = (:length, :lastindex, :endof, :size, :ncodeunits, :sizeof)
 const TAKERS = (:pop!, :popfirst!, :shift!, :splice!, :deleteat!, :popat!, :empty!)  # calls that shrink their first argument
@@ -81,7 +81,7 @@ collection the body only takes from is empty (`while !isempty(q)` with `popfirst
 length if known). Any other loop (`while !done(x)`, `while length(seen) < 1000`, `while true`)
 is taken to be long: corpus programs 0239, 0249 and 0283 search that way 10^5 times."""
 function while_iterations(ex::Expr, mod)::Int
-    updates = Dict{Symbol,Symbol}()      # variable => :scaled or :stepped
+    updates = Dict{Symbol,Symbol}()      # variable => :scaled, :stepped, :walked, :shrunk or :grown
     collect_updates!(updates, ex.args[2])
     best = typemax(Int)
     for test in conjuncts(ex.args[1])
@@ -109,6 +109,7 @@ function conjuncts(@nospecialize(c))::Vector{Any}
     return out
 end
 
+"What the loop body `ex` does to each variable it changes (see `while_iterations`)."
 function collect_updates!(updates::Dict{Symbol,Symbol}, @nospecialize(ex))
     (ex isa Expr && !isempty(ex.args)) || return
     ex.head in NOT_RUN_HERE && return
@@ -119,7 +120,7 @@ function collect_updates!(updates::Dict{Symbol,Symbol}, @nospecialize(ex))
     elseif target isa Symbol && ex.head === :(=) && length(ex.args) == 2 && ex.args[2] isa Expr &&
            ex.args[2].head === :. && ex.args[2].args[1] === target
         get!(updates, target, :walked)      # `node = node.next`: once per element of a structure
-    elseif target isa Symbol && ex.head in SHRINKING
+    elseif target isa Symbol && ex.head in SCALING
         updates[target] = :scaled
     elseif target isa Symbol && ex.head in (:+=, :-=)
         get!(updates, target, :stepped)

@@ -8,7 +8,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Union
 
-from .errors import WorkerStartError
+from .errors import WorkerDiedError, WorkerStartError
 from .paths import find_sysimage, worker_script
 from .protocol import MAIN_MODULE, PLAIN, QUIET, cell_options, session_module
 from .execution import Limits
@@ -52,12 +52,15 @@ class StartRecipe:
             reply = worker.execute(code, module=MAIN_MODULE, options=QUIET, limits=self._limits)
             if reply.status != "ok":
                 raise WorkerStartError(f"preloading failed: {reply.evalue}", reply.traceback or reply.stderr)
-        if warm:
-            self._warm_up(worker)
-        if first_cell:
-            self.warm_first_cell(worker)
-        if warm or first_cell:  # what compiling left: 15 MB of 120 (PSS of an idle worker, Julia 1.5)
-            worker.collect()
+        try:
+            if warm:
+                self._warm_up(worker)
+            if first_cell:
+                self.warm_first_cell(worker)
+            if warm or first_cell:  # what compiling left: 15 MB of 120 (PSS of an idle worker, Julia 1.5)
+                worker.collect()
+        except WorkerDiedError as e:  # in a completion, inspection or collection of the warm-up
+            raise WorkerStartError(f"the worker died while warming up: {e}") from e
         worker.calls = 0
 
     def _warm_up(self, worker: Worker) -> None:

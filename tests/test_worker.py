@@ -17,6 +17,7 @@ from typing import Callable, Iterator, List
 import pytest
 
 from conftest import pid_alive, wait_until
+from juliapool.errors import WorkerStartError
 from juliapool.execution import Limits
 from juliapool.recipe import BASE_FLAGS, StartRecipe
 from juliapool.result import EXITED, NOT_INTERRUPTIBLE, SHUT_DOWN, WorkerEnd
@@ -117,6 +118,17 @@ def test_collect_gives_what_a_finished_call_left_back_to_the_system(make_worker)
     assert before - worker.rss_bytes() > 150 * 2**20
     assert 0 < live < 100 * 2**20
     assert worker.execute("println(1)").stdout == "1\n"
+
+
+def test_a_worker_that_dies_in_the_warm_up_is_a_start_error(make_worker, julia_path):
+    """Warm-up requests other than code (a drop, completion, collection) fail with WorkerDiedError:
+    the recipe says WorkerStartError, which pools and the server handle (a start that failed)."""
+    worker = make_worker()
+    os.kill(worker.pid, signal.SIGKILL)
+    assert wait_until(lambda: worker.poll() is not None, 30)
+    recipe = StartRecipe(julia_path, list(BASE_FLAGS), dict(os.environ))
+    with pytest.raises(WorkerStartError, match="died while warming up"):
+        recipe.prepare(worker, warm=False, first_cell=True)
 
 
 def test_code_that_ignores_the_interrupt_ends_by_kill(make_worker):
