@@ -244,16 +244,28 @@ end
 
 """Does the method with signature `sig` call itself in `body`: a call of its name with as many
 positional arguments as it takes (any number, if it has defaults or varargs)? `r(x) = r(a(x), b(x))`
-calls another method."""
+calls another method, and so does a call that converts each argument (`converts`)."""
 function recurses(@nospecialize(sig), @nospecialize(body))
     name = function_name(sig)
     (name === nothing || extends_generic(sig, name)) && return false
     arity = positional_arity(sig)
     found(@nospecialize(ex)) = ex isa Expr && (
-        (ex.head === :call && ex.args[1] === name &&
+        (ex.head === :call && ex.args[1] === name && !converts(sig, ex) &&
          (arity === nothing || count_positional(ex) === nothing || count_positional(ex) == arity)) ||
         any(found, ex.args))
     return found(body)
+end
+
+"""`p(x::AbstractString, y::AbstractString) = p(hex2bytes(x), hex2bytes(y))`: every parameter names
+its type and every argument of the call is converted by a function (not arithmetic, as `n - 1`):
+the call dispatches to another method (corpus program 0033)."""
+function converts(@nospecialize(sig), call::Expr)
+    params = signature_call(sig).args[2:end]
+    args = Any[a for a in call.args[2:end] if !(a isa Expr && a.head in (:parameters, :kw))]
+    (isempty(args) || isempty(params)) && return false
+    typed(@nospecialize(p)) = p isa Expr && (p.head === :(::) || (p.head === :kw && typed(p.args[1])))
+    converted(@nospecialize(a)) = a isa Expr && a.head === :call && a.args[1] isa Symbol && !Base.isoperator(a.args[1])
+    return all(p -> p isa Expr && p.head === :parameters || typed(p), params) && all(converted, args)
 end
 
 """A method of an operator, of a function of another module (`Base.show`), or of a constructor

@@ -84,6 +84,9 @@ def test_tiered_interprets_short_statements_and_compiles_hot_code(policy_pools):
     assert pool.execute(f"print(({MODE[6:-1]}, sqrt(10^6)))").stdout == "(1, 1000.0)"  # a large number
     # a later call of the program makes the function loop long: compiled from its first, short call on
     assert pool.execute(LIGHT + "print(light(10))\nn = 10^5\nprint(light(n))").stdout == "(55, 1)(5000050000, 1)"
+    # a method that converts its arguments and calls the method for the converted types: not recursion
+    forward = "half(x::Int) = x ÷ 2\nhalf(x::AbstractString) = half(parse(Int, x))\n"
+    assert pool.execute(forward + f"print((half(\"8\"), {MODE[6:-1]}))").stdout == "(4, 3)"
     fact = "fact(n) = n < 2 ? 1 : n * fact(n - 1)\n"
     assert pool.execute(fact + f"print((fact(5), {MODE[6:-1]}))").stdout == "(120, 1)"  # recursion: compiled
     plus = "struct P; x::Int; end\nBase.:+(a::P, b::P) = P(a.x + b.x)\n"   # calls another method of +
