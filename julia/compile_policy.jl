@@ -10,10 +10,10 @@
 #                  `--compile=min`, Base's code it reaches too; one that looks long (a loop over a
 #                  long range, a `while` that may run long, a large number or collection) runs
 #                  compiled. A user function is hot when it calls itself, or loops longer than
-#                  the budget by the same guess (work_guess.jl); a hot function is always compiled, and so is what a
-#                  statement that names one (directly or through other functions of the module)
-#                  calls. Macro calls and other forms that must stay top-level forms get the
-#                  statement's mode too.
+#                  the budget by the same guess (work_guess.jl); a hot function is always
+#                  compiled, and so is what a statement that names one (directly or through other
+#                  functions of the module) calls. Macro calls and other forms that must stay
+#                  top-level forms get the statement's mode too.
 #   "toplevel"     compile every function, interpret short top-level loops only.
 #   "compiled"     Julia's own choice: everything compiled, top-level loops too (the behaviour
 #                  before compile policies existed).
