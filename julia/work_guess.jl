@@ -91,8 +91,12 @@ function while_iterations(ex::Expr, mod)::Int
             best = min(best, n === nothing ? SHORT_GUESS : n)
         end
         (test isa Expr && test.head === :call && length(test.args) == 3 && test.args[1] in COMPARISONS) || continue
-        any(v -> updates[v] === :scaled && mentions(test, v), keys(updates)) && (best = min(best, LOG_GUESS))
-        any(v -> updates[v] === :walked && mentions(test, v), keys(updates)) && (best = min(best, SHORT_GUESS))
+        named = mentioned_names(test)      # compile_policy.jl
+        for (var, kind) in updates
+            var in named || continue
+            kind === :scaled && (best = min(best, LOG_GUESS))
+            kind === :walked && (best = min(best, SHORT_GUESS))
+        end
         for (var, bound) in ((test.args[2], test.args[3]), (test.args[3], test.args[2]))
             var isa Symbol && get(updates, var, nothing) === :stepped && (best = min(best, bound_iterations(bound, var, mod)))
         end
@@ -114,9 +118,10 @@ function collect_updates!(updates::Dict{Symbol,Symbol}, @nospecialize(ex))
     (ex isa Expr && !isempty(ex.args)) || return
     ex.head in NOT_RUN_HERE && return
     target = ex.args[1] isa Expr && ex.args[1].head === :global ? ex.args[1].args[1] : ex.args[1]
-    if ex.head === :call && length(ex.args) >= 2 && ex.args[2] isa Symbol && ex.args[1] in (TAKERS..., GIVERS...)
+    f = ex.args[1]
+    if ex.head === :call && length(ex.args) >= 2 && ex.args[2] isa Symbol && (f in TAKERS || f in GIVERS)
         xs = ex.args[2]      # `popfirst!(queue)`: a loop until it is empty runs once per element
-        ex.args[1] in GIVERS ? (updates[xs] = :grown) : get!(updates, xs, :shrunk)
+        f in GIVERS ? (updates[xs] = :grown) : get!(updates, xs, :shrunk)
     elseif target isa Symbol && ex.head === :(=) && length(ex.args) == 2 && ex.args[2] isa Expr &&
            ex.args[2].head === :. && ex.args[2].args[1] === target
         get!(updates, target, :walked)      # `node = node.next`: once per element of a structure
@@ -143,8 +148,6 @@ function emptiness_of(@nospecialize(test))
     inner isa Expr && inner.head === :call && length(inner.args) == 2 && inner.args[1] === :isempty || return nothing
     return inner.args[2]
 end
-
-mentions(@nospecialize(ex), var::Symbol)::Bool = ex === var || (ex isa Expr && any((@nospecialize a) -> mentions(a, var), ex.args))
 
 "Does `ex` divide (or shift right) `var` somewhere: `n ÷ 10`, `div(n, 2)`, `iseven(n) ? n >> 1 : ...`?"
 function divides(@nospecialize(ex), var::Symbol)::Bool

@@ -165,7 +165,6 @@ WORKLOAD_PLAIN = ['println("plain")', 'print(stderr, "e")', 'error("plain")', "1
                   POLICY_WORKLOAD]
 
 
-
 # ---- building ----------------------------------------------------------------------------------
 
 def _probe(julia: str) -> Dict[str, str]:
