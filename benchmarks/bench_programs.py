@@ -15,6 +15,8 @@ Modes:
     pool            JuliaProcessPool(size=2).run(code): a fresh module per program
     session         a new Session of that pool per program, `kernel=False` (`julia -e` semantics)
     pool:POLICY, session:POLICY   the same on a pool made with compile_policy=POLICY
+    seed            the seed's pool, OpenEnv's julia_env JuliaProcessPool(size=2), from the checkout
+                    named by $OPENENV_REPO (benchmarks/seed_pool.py): the issue's yardstick, in the same run
 
 Prints per mode: programs matching the recorded output (mismatches listed, with the reason when the
 corpus flags the program), total / median / p90 seconds per program, and the slowest programs; then
@@ -30,12 +32,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import corpus
 from bench_pool import RESULTS, environment, fmt, summarize, write_json
 from corpus import Outcome, Program
 from juliapool import JuliaExecutor, JuliaProcessPool
+from juliapool.discovery import find_julia
 from juliapool.result import ExecReply
 
 Runner = Callable[[str], Outcome]
@@ -64,6 +67,7 @@ class Modes:
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
         self.pools: Dict[str, JuliaProcessPool] = {}
+        self.seed: Optional[Any] = None
 
     def pool(self, policy: str) -> JuliaProcessPool:
         if policy not in self.pools:
@@ -82,7 +86,12 @@ class Modes:
         if kind in ("pool", "session"):
             pool = self.pool(arg)
             return (lambda code: self._plain(pool, code)) if kind == "pool" else (lambda code: self._session(pool, code))
-        raise SystemExit(f"unknown mode {mode!r}: use spawn, pool, session, spawn:FLAGS, pool:POLICY or session:POLICY")
+        if kind == "seed":
+            from seed_pool import seed_pool
+
+            self.seed = self.seed or seed_pool(POOL_SIZE, find_julia(), self.timeout)
+            return lambda code: self._seed(self.seed, code)
+        raise SystemExit(f"unknown mode {mode!r}: use spawn, pool, session, seed, spawn:FLAGS, pool:POLICY or session:POLICY")
 
     @staticmethod
     def _spawn(executor: JuliaExecutor, code: str) -> Outcome:
@@ -91,6 +100,14 @@ class Modes:
         seconds = time.perf_counter() - start
         # CodeExecResult holds text: bytes that are not UTF-8 are U+FFFD there (compared as such).
         return Outcome(res.stdout.encode(), res.stderr, res.exit_code, seconds, res.timed_out, lossy=True)
+
+    @staticmethod
+    def _seed(pool: Any, code: str) -> Outcome:
+        start = time.perf_counter()
+        res = pool.execute(code)
+        seconds = time.perf_counter() - start
+        timed_out = res.exit_code == -1 and "timed out" in res.stderr
+        return Outcome(res.stdout.encode(), res.stderr, res.exit_code, seconds, timed_out, lossy=True)
 
     @staticmethod
     def _plain(pool: JuliaProcessPool, code: str) -> Outcome:
@@ -106,8 +123,9 @@ class Modes:
             return _from_reply(reply, time.perf_counter() - start)
 
     def close(self) -> None:
-        for pool in self.pools.values():
-            pool.shutdown()
+        for pool in [*self.pools.values(), self.seed]:
+            if pool is not None:
+                pool.shutdown()
 
 
 def run_all(programs: Sequence[Program], modes: Sequence[str], timeout: float) -> Dict[str, List[dict]]:

@@ -49,7 +49,7 @@ function warm_up_policy()
     code = "f(n) = n < 2 ? n : f(n - 1)\nfor i in 1:2, j in xs; g(i) end\nx = [i for i in 1:10^6]\nsum(1:3)"
     m = Module(:WarmUp)
     Core.eval(m, :(xs = [1]))
-    survey_hot(m, code * "\nn = 10\nf(n)")
+    survey(m, code * "\nn = 10\nf(n)")
     foreach(ex -> tiered_statement(m, ex), parse_statements(code))
     forget_functions(m)
 end
@@ -83,10 +83,10 @@ function include_user_code(mod::Module, code::String, filename::String, soft::Bo
     mapexpr = soft ? (rewrite === identity ? REPL.softscope : ex -> REPL.softscope(rewrite(ex))) : rewrite
     if policy == "tiered"
         mapexpr = ex -> (soft ? REPL.softscope : identity)(tiered_statement(mod, ex))
-        SURVEYED_HOT[] = try survey_hot(mod, code) catch; Set{Symbol}() end   # a guess never fails a call
+        SURVEY[] = try survey(mod, code) catch; NO_SURVEY end   # a guess never fails a call
     end
     outer = after === identity ? mapexpr : ex -> after(mapexpr(ex))
-    run() = try include_string(outer, mod, code, filename) finally empty!(SURVEYED_HOT[]) end
+    run() = try include_string(outer, mod, code, filename) finally SURVEY[] = NO_SURVEY end
     policy == "compiled" || policy == "toplevel" && return compiled(run)
     return with_compile_mode(run, policy == "interpreted" ? COMPILE_MIN : COMPILE_ON)
 end
@@ -159,9 +159,6 @@ function tiered_statement(mod::Module, @nospecialize(ex))
     return Expr(:block, INTERPRET_MARK, Expr(:call, GlobalRef(@__MODULE__, :interpret_from_here)), ex)
 end
 
-# The functions that the code being run makes loop long by its own calls (work_guess.jl).
-const SURVEYED_HOT = Ref(Set{Symbol}())
-
 # Per user module: the names each of its functions mentions, and the functions marked hot.
 const MENTIONS = Dict{Module,Dict{Symbol,Set{Symbol}}}()
 const HOT = Dict{Module,Set{Symbol}}()
@@ -176,8 +173,9 @@ function mark_hot_functions(mod::Module, @nospecialize(ex), inner::Bool = false)
     if is_method_definition(ex)
         sig, body = ex.args[1], ex.args[2]
         name = function_name(sig)
-        hot = body isa Expr && (loop_cost(body, mod) > LOOP_BUDGET || recurses(sig, body) || reduces(body) ||
-                                (!inner && name in SURVEYED_HOT[]))
+        surveyed = inner ? NO_SURVEY : SURVEY[]
+        hot = body isa Expr && ((loop_cost(body, mod) > LOOP_BUDGET && !(name in surveyed.short)) ||
+                                recurses(sig, body) || reduces(body) || name in surveyed.hot)
         if name isa Symbol && !inner
             graph = get!(Dict{Symbol,Set{Symbol}}, MENTIONS, mod)
             mentioned_names(body, get!(Set{Symbol}, graph, name))

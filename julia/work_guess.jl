@@ -198,7 +198,13 @@ function size_guess(@nospecialize(r), mod)
     r isa Expr || return nothing
     if r.head === :call && r.args[1] === :(:) && length(r.args) in (3, 4)
         b = Any[literal_int(x, mod) for x in r.args[2:end]]
-        any((@nospecialize x) -> x === nothing, b) && return nothing
+        if any((@nospecialize x) -> x === nothing, b)
+            # `j in coin+1:amount`, counting up to a known end: at most that end's size, as far
+            # as it tells (such a start is positive in nearly every loop); else nothing
+            hi, step = b[end], length(b) == 3 ? b[2] : 1
+            (hi === nothing || b[1] !== nothing || step === nothing || step <= 0) && return nothing
+            return Int(min(abs(hi) ÷ step, typemax(Int)))
+        end
         return try Int(min(length(length(b) == 2 ? (b[1]:b[2]) : (b[1]:b[2]:b[3])), typemax(Int))) catch; typemax(Int) end
     elseif r.head in (:vect, :tuple, :vcat, :hcat, :braces)
         any((@nospecialize a) -> a isa Expr && a.head === :..., r.args) && return nothing
@@ -219,11 +225,15 @@ end
 
 const LITERAL_OPS = Dict{Symbol,Function}(:+ => +, :- => -, :* => *, :^ => ^, :÷ => div)
 
-"The value of an integer literal, an integer global, or arithmetic of them such as `10^6`; else nothing."
+const COUNTS = (:length, :lastindex, :endof, :ncodeunits)
+
+"""The value of an integer literal, an integer global, the length of a collection `size_guess`
+knows, or arithmetic of them such as `10^6`; else nothing."""
 function literal_int(@nospecialize(x), mod)
     x isa Integer && return x
     v = global_value(x, mod)
     v isa Integer && return v
+    x isa Expr && x.head === :call && length(x.args) == 2 && x.args[1] in COUNTS && return size_guess(x.args[2], mod)
     (x isa Expr && x.head === :call && haskey(LITERAL_OPS, x.args[1]) && length(x.args) >= 2) || return nothing
     args = Any[literal_int(a, mod) for a in x.args[2:end]]
     any((@nospecialize a) -> a === nothing, args) && return nothing
@@ -278,22 +288,48 @@ const LITERAL_COLLECTIONS = (:vect, :tuple, :vcat, :hcat, :row, :braces)
 
 # ---- what a program's own calls say ------------------------------------------------------
 
-"""The names of the functions `code` defines that one of its own top-level calls, with the numbers
-it passes, makes loop past the budget: `f(n) = (for i in 1:n ... end)` and `f(1000)`. Such a
-function is hot from its first call on, even when an earlier call (`f(10)`) is short: a function
-that ran interpreted once stays interpreted (compile_policy.jl)."""
-function survey_hot(mod::Module, code::String)::Set{Symbol}
+"""What a program's own top-level calls, with the values they pass, say of the functions it defines
+(looked at before it runs):
+
+- `hot`: a call makes the function loop past the budget (`f(n) = (for i in 1:n ... end)` and
+  `f(1000)`). It is hot from its first call on, even when an earlier call (`f(10)`) is short: a
+  function that ran interpreted once stays interpreted (compile_policy.jl).
+- `short`: every use of the function's name is such a call, each with a loop cost under the budget
+  (`lcs("thisisatest", "testing")`): the guesses its definition alone would make for lengths it
+  cannot see (SHORT_GUESS per unknown loop, so nested ones look long) do not count."""
+struct Survey
+    hot::Set{Symbol}
+    short::Set{Symbol}
+end
+Survey() = Survey(Set{Symbol}(), Set{Symbol}())
+
+const NO_SURVEY = Survey()        # never changed: what is known of code not surveyed
+const SURVEY = Ref(NO_SURVEY)     # of the code being run (include_user_code)
+
+function survey(mod::Module, code::String)::Survey
     defs = Dict{Symbol,Vector{Any}}()     # name => [(parameters, body)]
     known = Bound(mod, Dict{Symbol,Any}())
-    hot = Set{Symbol}()
-    for ex in parse_statements(code)
+    found = Survey()
+    short_calls = Dict{Symbol,Int}()
+    statements = parse_statements(code)
+    for ex in statements
         collect_definitions!(defs, ex)
         for (name, args) in top_level_calls(ex)
-            haskey(defs, name) && !(name in hot) && call_loops_long(defs[name], args, known) && push!(hot, name)
+            haskey(defs, name) || continue
+            cost, bound = call_cost(defs[name], args, known)
+            if cost > LOOP_BUDGET
+                bound && push!(found.hot, name)
+            else
+                short_calls[name] = get(short_calls, name, 0) + 1
+            end
         end
         record_literal!(known, ex)
     end
-    return hot
+    for (name, calls) in short_calls
+        # any other use (a call inside a function, `map(f, xs)`, recursion) is a call the survey cannot size
+        name in found.hot || mentions(statements, name) != calls + length(defs[name]) || push!(found.short, name)
+    end
+    return found
 end
 
 "The top-level statements of `code`, up to the first that does not parse."
@@ -332,9 +368,17 @@ function parameters(@nospecialize(sig))
     return names
 end
 
+# Macros that run their arguments as they are (`@show f(10)`).
+const ARGUMENT_MACROS = (Symbol("@show"), Symbol("@printf"), Symbol("@sprintf"), Symbol("@time"),
+                         Symbol("@elapsed"), Symbol("@assert"), Symbol("@test"))
+
 "Calls `name(args...)` that the statement itself makes (not those inside the functions it defines)."
 function top_level_calls(@nospecialize(ex), found = Tuple{Symbol,Vector{Any}}[])
     ex isa Expr || return found
+    if ex.head === :macrocall && ex.args[1] in ARGUMENT_MACROS
+        foreach((@nospecialize a) -> top_level_calls(a, found), ex.args[3:end])
+        return found
+    end
     ex.head in NOT_RUN_HERE && return found
     if ex.head === :call && ex.args[1] isa Symbol
         push!(found, (ex.args[1], Any[a for a in ex.args[2:end] if !(a isa Expr && a.head === :parameters)]))
@@ -343,24 +387,53 @@ function top_level_calls(@nospecialize(ex), found = Tuple{Symbol,Vector{Any}}[])
     return found
 end
 
-function call_loops_long(methods::Vector{Any}, args::Vector{Any}, known::Bound)
+"""The largest loop cost of a call `name(args...)` over the methods it may reach, and whether any
+argument's value was known."""
+function call_cost(methods::Vector{Any}, args::Vector{Any}, known::Bound)::Tuple{Int,Bool}
+    cost, bound = 0, false
     for (params, body) in methods
         length(params) >= length(args) || continue
         values = Dict{Symbol,Any}()
         for (p, a) in zip(params, args)
-            v = literal_int(a, known)
+            v = known_value(a, known)
             p isa Symbol && v !== nothing && (values[p] = v)
         end
-        isempty(values) && continue
-        loop_cost(body, Bound(known.mod, values)) > LOOP_BUDGET && return true
+        bound |= !isempty(values)
+        cost = max(cost, loop_cost(body, Bound(known.mod, values)))
     end
-    return false
+    return cost, bound
 end
 
-"`n = 1000` (or `const n = 10^3`) at top level: `n` is 1000 for the calls after it."
+"""What the survey knows of a value before the program runs: an integer (`literal_int`), a string
+literal, or for a literal collection its length (as that many `nothing`s: only its size is read)."""
+function known_value(@nospecialize(a), known::Bound)
+    v = literal_int(a, known)
+    v === nothing || return v
+    a isa AbstractString && return a
+    a isa Symbol && return get(known.values, a, nothing)
+    if a isa Expr && a.head in (:vect, :tuple) && !any((@nospecialize x) -> x isa Expr && x.head === :..., a.args)
+        return fill(nothing, length(a.args))
+    end
+    return nothing
+end
+
+"How often `name` appears in `ex` (a `QuoteNode` of it too: `M.name`)."
+function mentions(@nospecialize(ex), name::Symbol)::Int
+    ex === name && return 1
+    ex isa QuoteNode && return mentions(ex.value, name)
+    n = 0
+    if ex isa Expr || ex isa Vector{Any}
+        for a in (ex isa Expr ? ex.args : ex)
+            n += mentions(a, name)
+        end
+    end
+    return n
+end
+
+"""`n = 1000` (or `const n = 10^3`, `s = "abc"`) at top level: `n` is 1000 for the calls after it."""
 function record_literal!(known::Bound, @nospecialize(ex))
     ex isa Expr && ex.head === :const && (ex = ex.args[1])
     (ex isa Expr && ex.head === :(=) && ex.args[1] isa Symbol) || return
-    v = literal_int(ex.args[2], known)
+    v = known_value(ex.args[2], known)
     v === nothing ? delete!(known.values, ex.args[1]) : (known.values[ex.args[1]] = v)
 end

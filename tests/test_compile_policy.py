@@ -77,6 +77,12 @@ def test_tiered_interprets_short_statements_and_compiles_hot_code(policy_pools):
     drain = "function drain(q)\n    s = 0\n    while !isempty(q)\n        s += popfirst!(q)\n    end\n    s\nend\n"
     assert pool.execute(walk + drain + f"print((len(L(L(nothing))), drain([1, 2]), {MODE[6:-1]}))").stdout == "(2, 3, 3)"
     assert pool.execute(LIGHT + "println(light(10))").stdout == "(55, 3)\n"  # one loop of a guessed length: not
+    # nested loops it cannot size look long, unless every use of the function is a call of the program
+    # whose arguments size them (here to 4 and 100 runs): then interpreted; called from a function: compiled
+    pairs = "function pairs_in(s)\n    n = 0\n    for i in 1:length(s), j in i:length(s)\n        n += 1\n    end\n    (n, Base.JLOptions().compile_enabled)\nend\n"
+    assert pool.execute(pairs + '@show pairs_in("abcd")').stdout == 'pairs_in("abcd") = (10, 3)\n'
+    assert pool.execute(pairs + 'twice(s) = pairs_in(s)\nprint(twice("abcd"))').stdout == "(10, 1)"
+    assert pool.execute(pairs + 'print(pairs_in("abcd"), first(map(pairs_in, ["ab"])))').stdout == "(10, 1)(3, 1)"
     # a statement that reaches a hot function through another runs what it calls compiled
     assert pool.execute(HOT + f"outer(n) = (hot(n); {MODE[6:-1]})\nprint(outer(3))").stdout == "1"
     assert pool.execute(f"@show 1 + 1\n{MODE}").stdout == "1 + 1 = 2\n3"  # a macro call: interpreted
