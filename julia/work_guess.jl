@@ -327,7 +327,7 @@ function survey(mod::Module, code::String)::Survey
     end
     for (name, calls) in short_calls
         # any other use (a call inside a function, `map(f, xs)`, recursion) is a call the survey cannot size
-        name in found.hot || mentions(statements, name) != calls + length(defs[name]) || push!(found.short, name)
+        name in found.hot || uses_of(name, statements) != calls + length(defs[name]) || push!(found.short, name)
     end
     return found
 end
@@ -418,13 +418,13 @@ function known_value(@nospecialize(a), known::Bound)
 end
 
 "How often `name` appears in `ex` (a `QuoteNode` of it too: `M.name`)."
-function mentions(@nospecialize(ex), name::Symbol)::Int
+function uses_of(name::Symbol, @nospecialize(ex))::Int
     ex === name && return 1
-    ex isa QuoteNode && return mentions(ex.value, name)
+    ex isa QuoteNode && return uses_of(name, ex.value)
     n = 0
     if ex isa Expr || ex isa Vector{Any}
         for a in (ex isa Expr ? ex.args : ex)
-            n += mentions(a, name)
+            n += uses_of(name, a)
         end
     end
     return n
