@@ -184,7 +184,7 @@ function mark_hot_functions(mod::Module, @nospecialize(ex), inner::Bool = false)
         body isa Expr && (body = Expr(body.head, Any[mark_hot_functions(mod, a, true) for a in body.args]...))
         return Expr(ex.head, sig, hot ? Expr(:block, tier_up_mark(), body) : body)
     end
-    if ex.head === :macrocall && ex.args[1] == GlobalRef(Core, Symbol("@doc")) && length(ex.args) == 4
+    if ex.head === :macrocall && ex.args[1] === GlobalRef(Core, Symbol("@doc")) && length(ex.args) == 4
         return Expr(:macrocall, ex.args[1:3]..., mark_hot_functions(mod, ex.args[4], inner))   # "doc" f(x) = ...
     end
     ex.head in NOT_RUN_HERE && return ex

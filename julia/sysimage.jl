@@ -43,3 +43,9 @@ let done = 0, failed = 0
     end
     println("$done methods compiled, $failed statements skipped")
 end
+
+# What compiled user code calls but the traced workload only ever ran interpreted (the tiered
+# policy's marks): without native code here, each worker compiles them at its first such call.
+for f in (JuliaPoolWorker.compile_from_here, JuliaPoolWorker.interpret_from_here)
+    precompile(f, ())
+end

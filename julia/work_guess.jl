@@ -237,7 +237,10 @@ function literal_int(@nospecialize(x), mod)
     (x isa Expr && x.head === :call && haskey(LITERAL_OPS, x.args[1]) && length(x.args) >= 2) || return nothing
     args = Any[literal_int(a, mod) for a in x.args[2:end]]
     any((@nospecialize a) -> a === nothing, args) && return nothing
-    return try LITERAL_OPS[x.args[1]](map(Int128, args)...) catch; nothing end
+    # In Int128, so that `10^20` does not wrap; back in an Int where it fits, so that the ranges
+    # built from it are of the types the worker was compiled for (an Int128 range compiles ~10 ms).
+    n = try LITERAL_OPS[x.args[1]](map(Int128, args)...) catch; return nothing end
+    return n isa Int128 && typemin(Int) <= n <= typemax(Int) ? Int(n) : n
 end
 
 """The value of global `x` in `mod` if it is already bound there; nothing otherwise. Only bindings

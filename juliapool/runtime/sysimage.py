@@ -135,6 +135,14 @@ function drain(q)
     s
 end
 evens(v) = [x for x in v if iseven(x)]
+function back(v, s)     # sized by its call below: a literal vector and string, arithmetic in the guess
+    t = 0
+    for k in length(v)-1:-1:1, c in s[1:1+1]
+        t += v[k]
+    end
+    t + (2^3 - 1) * 4 ÷ 2
+end
+@show back([1, 2, 3], "ab")
 total(v) = sum(x -> x^2, v)
 let words = ["a", "bb", "ccc"], t = 0
     for (i, w) in enumerate(words), c in w
