@@ -140,7 +140,9 @@ end
 
 """tiered: mark the statement to run interpreted, or compiled if it looks long; mark hot functions."""
 function tiered_statement(mod::Module, @nospecialize(ex))
-    ex isa Expr || return ex
+    # A parse error runs nothing: wrapped, it would be thrown from deeper frames, each looked up
+    # for its stack trace (3 ms more per syntax error, F007).
+    (ex isa Expr && !(ex.head in (:error, :incomplete))) || return ex
     ex.head === :toplevel && return Expr(:toplevel, Any[tiered_statement(mod, a) for a in ex.args]...)
     ex = mark_hot_functions(mod, ex)
     is_method_definition(ex) && return ex

@@ -167,6 +167,8 @@ end
 """
 
 WORKLOAD_PLAIN = ['println("plain")', 'print(stderr, "e")', 'error("plain")', "1 + 1",
+                  # a MethodError's "Closest candidates" (sorted, their signatures shown)
+                  "reduce(+, 0, (1, 2))", 'h(a, b, x...) = a; h(1)',
                   # the fresh-state checks after a call that defines methods, or changes ENV and cd
                   'g(x) = x; println(g(1))', 'ENV["JULIAPOOL_WARM"] = "1"; cd(tempdir())',
                   "struct WarmShow; x::Int; end; Base.show(io::IO, w::WarmShow) = print(io, w.x); println(WarmShow(1))",
