@@ -110,16 +110,19 @@ end
 lookup(ip) = try StackTraces.lookup(ip) catch; StackTraces.StackFrame[] end
 is_own_frame(f) = dirname(string(f.file)) == @__DIR__     # this file, kernel_support.jl, modules.jl, ...
 
-"""The user's frames of `bt`, each IP with what it looks up to. Kept: the frames before the first of
-include_string (our entry point), without the Core.eval frames some Julia versions put between it
-and the user's top-level code, and without the worker's own frames (its stdin and display
-stand-ins) wherever they are. Each IP is looked up once, and none past the entry point: a lookup
+# Where the worker hands a statement to Julia: every frame past one of them is the worker's.
+const ENTRY_POINTS = (:include_string, :eval_in_turn)
+
+"""The user's frames of `bt`, each IP with what it looks up to. Kept: the frames before the first
+entry point (include_string, or notebook.jl's eval_in_turn), without the Core.eval frames some
+Julia versions put between it and the user's top-level code, and without the worker's own frames
+(its stdin and display stand-ins) wherever they are. Each IP is looked up once, and none past the entry point: a lookup
 costs about 1 ms on 1.5.3, and an error's text took 15 ms when each was looked up four times."""
 function user_frames(bt)
     kept = Tuple{Any,Vector{StackTraces.StackFrame}}[]
     for ip in bt
         frames = lookup(ip)
-        any(f -> f.func === :include_string, frames) && break
+        any(f -> f.func in ENTRY_POINTS, frames) && break
         push!(kept, (ip, frames))
     end
     while !isempty(kept) && all(f -> endswith(string(f.file), "boot.jl"), kept[end][2])

@@ -49,3 +49,8 @@ end
 for f in (JuliaPoolWorker.compile_from_here, JuliaPoolWorker.interpret_from_here)
     precompile(f, ())
 end
+# The policy's tables of names, looked up with `in` on a name of any type (so never inferred).
+for name in names(JuliaPoolWorker; all = true)
+    v = isdefined(JuliaPoolWorker, name) ? getfield(JuliaPoolWorker, name) : nothing
+    v isa Tuple && !isempty(v) && all(x -> x isa Symbol, v) && precompile(in, (Symbol, typeof(v)))
+end

@@ -230,17 +230,23 @@ const COUNTS = (:length, :lastindex, :endof, :ncodeunits)
 """The value of an integer literal, an integer global, the length of a collection `size_guess`
 knows, or arithmetic of them such as `10^6`; else nothing."""
 function literal_int(@nospecialize(x), mod)
-    x isa Integer && return x
+    x isa Integer && return as_int(x)
     v = global_value(x, mod)
-    v isa Integer && return v
+    v isa Integer && return as_int(v)
     x isa Expr && x.head === :call && length(x.args) == 2 && x.args[1] in COUNTS && return size_guess(x.args[2], mod)
     (x isa Expr && x.head === :call && haskey(LITERAL_OPS, x.args[1]) && length(x.args) >= 2) || return nothing
     args = Any[literal_int(a, mod) for a in x.args[2:end]]
     any((@nospecialize a) -> a === nothing, args) && return nothing
-    # In Int128, so that `10^20` does not wrap; back in an Int where it fits, so that the ranges
-    # built from it are of the types the worker was compiled for (an Int128 range compiles ~10 ms).
-    n = try LITERAL_OPS[x.args[1]](map(Int128, args)...) catch; return nothing end
-    return n isa Int128 && typemin(Int) <= n <= typemax(Int) ? Int(n) : n
+    n = try LITERAL_OPS[x.args[1]](map(Int128, args)...) catch; return nothing end   # `10^20` does not wrap
+    return as_int(n)
+end
+
+# An Int where it fits: the ranges and tables built from guessed numbers are then of the types the
+# worker was compiled for (an Int128 range, a UInt8 stored in a Dict{Symbol,Any}: ~10 ms to compile).
+function as_int(@nospecialize(n::Integer))
+    n isa Int && return n
+    n isa Union{Bool,Int8,Int16,Int32,UInt8,UInt16,UInt32} && return Int(n)   # (no mixed comparison to compile)
+    return typemin(Int) <= n <= typemax(Int) ? Int(n) : n
 end
 
 """The value of global `x` in `mod` if it is already bound there; nothing otherwise. Only bindings
