@@ -170,6 +170,12 @@ def test_the_kernel_is_forked_by_the_zygote_and_ends_with_its_launcher(server):
         os.kill(launcher, signal.SIGKILL)
         assert wait_dead(kernel, 20), "the kernel outlived its launcher"
     wait_stats(server, lambda s: not any(e["worker_pid"] == worker for e in s["session_list"]))
+    # The zygote outlives that end (a kernel's and its launcher's end often reach it together).
+    with server_kernel(server.path, now=True) as (km, kc):
+        worker = int(value(kc, "getpid()"))
+        entry = next(e for e in server.stats()["session_list"] if e["worker_pid"] == worker)
+        assert entry["attached_to"] != kernel_pid(km)
+        assert proc_stat(entry["attached_to"])["ppid"] == zygote
 
 
 @pytest.fixture

@@ -80,7 +80,14 @@ class Zygote:
         os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
         while not self.stopping:
             for key, _ in self.sel.select(0.5):
-                key.data(key.fileobj)
+                # An earlier event of the same batch may have closed this one's file: a kernel's end
+                # (its pidfd) and its launcher's (the connection) often come together.
+                if self.sel.get_map().get(key.fd) is not key:
+                    continue
+                try:
+                    key.data(key.fileobj)
+                except Exception:  # one launcher's trouble must not end the zygote for all the others
+                    log.exception("kernel zygote: handling %r failed", key.fileobj)
             self._escalate()
         self.listener.close()
         try:
