@@ -57,6 +57,15 @@ class SpawnWith(JuliaExecutor):
         return base[:-len(code_arg)] + self.flags + code_arg if not self.use_optimization_flags else base
 
 
+def _from_text(run: Callable[[str], Any], code: str, timed_out: Callable[[Any], bool]) -> Outcome:
+    """A run whose result is a CodeExecResult (spawn mode's, the seed's): text, so bytes that are not
+    UTF-8 are U+FFFD there (compared as such)."""
+    start = time.perf_counter()
+    res = run(code)
+    seconds = time.perf_counter() - start
+    return Outcome(res.stdout.encode(), res.stderr, res.exit_code, seconds, timed_out(res), lossy=True)
+
+
 def _from_reply(reply: ExecReply, seconds: float) -> Outcome:
     return Outcome(reply.stdout_bytes, reply.stderr, reply.exit_code, seconds, reply.timed_out)
 
@@ -95,19 +104,11 @@ class Modes:
 
     @staticmethod
     def _spawn(executor: JuliaExecutor, code: str) -> Outcome:
-        start = time.perf_counter()
-        res = executor.run(code)
-        seconds = time.perf_counter() - start
-        # CodeExecResult holds text: bytes that are not UTF-8 are U+FFFD there (compared as such).
-        return Outcome(res.stdout.encode(), res.stderr, res.exit_code, seconds, res.timed_out, lossy=True)
+        return _from_text(executor.run, code, lambda res: res.timed_out)
 
     @staticmethod
     def _seed(pool: Any, code: str) -> Outcome:
-        start = time.perf_counter()
-        res = pool.execute(code)
-        seconds = time.perf_counter() - start
-        timed_out = res.exit_code == -1 and "timed out" in res.stderr
-        return Outcome(res.stdout.encode(), res.stderr, res.exit_code, seconds, timed_out, lossy=True)
+        return _from_text(pool.execute, code, lambda res: res.exit_code == -1 and "timed out" in res.stderr)
 
     @staticmethod
     def _plain(pool: JuliaProcessPool, code: str) -> Outcome:

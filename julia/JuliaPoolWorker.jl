@@ -116,8 +116,9 @@ const ENTRY_POINTS = (:include_string, :eval_in_turn)
 """The user's frames of `bt`, each IP with what it looks up to. Kept: the frames before the first
 entry point (include_string, or notebook.jl's eval_in_turn), without the Core.eval frames some
 Julia versions put between it and the user's top-level code, and without the worker's own frames
-(its stdin and display stand-ins) wherever they are. Each IP is looked up once, and none past the entry point: a lookup
-costs about 1 ms on 1.5.3, and an error's text took 15 ms when each was looked up four times."""
+(its stdin and display stand-ins) wherever they are. Each IP is looked up once, and none past the
+entry point: a lookup costs about 1 ms on 1.5.3, and an error's text took 15 ms when each was
+looked up four times."""
 function user_frames(bt)
     kept = Tuple{Any,Vector{StackTraces.StackFrame}}[]
     for ip in bt

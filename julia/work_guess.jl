@@ -68,7 +68,7 @@ const LOG_GUESS = 64            # a loop that divides what it tests: as many run
 const COMPARISONS = (:<, :<=, :≤, :>, :>=, :≥, :!=, :≠, :!==, :(==), :(===))
 const SCALING = (:/=, :÷=, :>>=, :>>>=, :*=, :<<=)    # updates that scale a variable
 const DIVISIONS = (:/, :÷, :div, :fld, :>>, :>>>)
-const LENGTHS = (:length, :lastindex, :endof, :size, :ncodeunits, :sizeof)
+const LENGTHS = (:length, :lastindex, :endof, :ncodeunits, :size, :sizeof)   # a bound `i <= length(xs)`
 const TAKERS = (:pop!, :popfirst!, :shift!, :splice!, :deleteat!, :popat!, :empty!)  # calls that shrink their first argument
 const GIVERS = (:push!, :pushfirst!, :unshift!, :append!, :prepend!, :insert!, :resize!)
 
@@ -225,7 +225,7 @@ end
 
 const LITERAL_OPS = Dict{Symbol,Function}(:+ => +, :- => -, :* => *, :^ => ^, :÷ => div)
 
-const COUNTS = (:length, :lastindex, :endof, :ncodeunits)
+const COUNTS = LENGTHS[1:4]     # those that give a number of elements, as a value (`1:length(s)`)
 
 """The value of an integer literal, an integer global, the length of a collection `size_guess`
 knows, or arithmetic of them such as `10^6`; else nothing."""
@@ -420,10 +420,8 @@ function known_value(@nospecialize(a), known::Bound)
     v === nothing || return v
     a isa AbstractString && return a
     a isa Symbol && return get(known.values, a, nothing)
-    if a isa Expr && a.head in (:vect, :tuple) && !any((@nospecialize x) -> x isa Expr && x.head === :..., a.args)
-        return fill(nothing, length(a.args))
-    end
-    return nothing
+    n = a isa Expr && a.head in (:vect, :tuple) ? size_guess(a, known) : nothing
+    return n === nothing ? nothing : fill(nothing, n)
 end
 
 "How often `name` appears in `ex` (a `QuoteNode` of it too: `M.name`)."
