@@ -1,7 +1,8 @@
 """Real programs through every mode: parity with `julia FILE` and time per program.
 
     python benchmarks/bench_programs.py [DIR] [-n N] [--only 0215,F001] [--modes spawn,pool,session]
-                                        [--timeout 60] [--out FILE.json] [--no-plot]
+                                        [--rounds 1] [--versus pool:compiled] [--timeout 60]
+                                        [--out FILE.json] [--no-plot]
 
 DIR is a corpus folder (default ../shared/corpus, see its README): programs/*.jl that run and
 failing/*.jl that fail on purpose, with what `julia FILE` printed. Each program's code is given as a
@@ -20,7 +21,7 @@ Modes:
 
 Prints per mode: programs matching the recorded output (mismatches listed, with the reason when the
 corpus flags the program), total / median / p90 seconds per program, and the slowest programs; then
-ratios to the first spawn mode. Writes results/bench_programs.json and results/programs.png.
+ratios to the first spawn mode, and the programs more than 1.5x slower than in the `--versus` mode. Writes results/bench_programs.json and results/programs.png.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -129,6 +131,23 @@ class Modes:
                 pool.shutdown()
 
 
+def run_rounds(programs: Sequence[Program], modes: Sequence[str], timeout: float, rounds: int) -> Dict[str, List[dict]]:
+    """`rounds` runs of `run_all`, each on new pools; a program's seconds in a mode are the median of
+    its rounds (one program's time varies by 2x from run to run with what its worker ran before)."""
+    runs = [run_all(programs, modes, timeout) for _ in range(rounds)]
+    if rounds == 1:
+        return runs[0]
+    merged: Dict[str, List[dict]] = {}
+    for mode in modes:
+        merged[mode] = []
+        for same in zip(*(run[mode] for run in runs)):
+            row = dict(next((r for r in same if not r["match"]), same[0]))  # a mismatch in any round shows
+            row["round_seconds"] = [r["seconds"] for r in same]
+            row["seconds"] = statistics.median(row["round_seconds"])
+            merged[mode].append(row)
+    return merged
+
+
 def run_all(programs: Sequence[Program], modes: Sequence[str], timeout: float) -> Dict[str, List[dict]]:
     """Every program through every mode, modes taking turns; rows per mode, in program order."""
     rows: Dict[str, List[dict]] = {m: [] for m in modes}
@@ -168,7 +187,17 @@ def summary(rows: Dict[str, List[dict]]) -> Dict[str, dict]:
     return out
 
 
-def report(rows: Dict[str, List[dict]], stats: Dict[str, dict], slowest: int) -> None:
+def slower_than(rows: Dict[str, List[dict]], mode: str, versus: str) -> str:
+    """The programs that take more than 1.5x as long in `mode` as in `versus` (the issue's rule), and
+    those of them that also lose more than 20 ms."""
+    base = {r["id"]: r["seconds"] for r in rows[versus]}
+    over = [(r["id"], r["seconds"], base[r["id"]]) for r in rows[mode] if r["seconds"] > 1.5 * base[r["id"]]]
+    far = [f"{i} ({fmt(a)} vs {fmt(b)})" for i, a, b in over if a - b > 0.020]
+    return (f"  {mode} more than 1.5x {versus}: {len(over)} programs ({', '.join(i for i, _, _ in over) or 'none'});"
+            f" of them more than 20 ms slower: {len(far)} ({', '.join(far) or 'none'})")
+
+
+def report(rows: Dict[str, List[dict]], stats: Dict[str, dict], slowest: int, versus: str = "") -> None:
     modes = list(rows)
     print(f"\n{'mode':<22} {'match':>9} {'total':>9} {'median':>9} {'p90':>9} {'max':>9}")
     for mode, s in stats.items():
@@ -181,6 +210,10 @@ def report(rows: Dict[str, List[dict]], stats: Dict[str, dict], slowest: int) ->
                 b, s = stats[base], stats[mode]
                 print(f"  {mode} / {base}: total {s['total'] / b['total']:.2f}x, median {s['median'] / b['median']:.2f}x, "
                       f"p90 {s['p90'] / b['p90']:.2f}x")
+    if versus in rows:
+        for mode in modes:
+            if mode != versus and not mode.startswith(("spawn", "seed")):
+                print(slower_than(rows, mode, versus))
     print("\nmismatches:")
     for mode in modes:
         for r in rows[mode]:
@@ -203,6 +236,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--modes", default="spawn,pool,session", help="comma-separated modes (see above)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per program and mode")
     parser.add_argument("--slowest", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=1, help="run the corpus N times, on new pools each "
+                        "time; a program's time in a mode is the median of its rounds")
+    parser.add_argument("--versus", default="pool:compiled", help="list the programs more than 1.5x "
+                        "slower in each other pool or session mode than in this one (if it is run)")
     parser.add_argument("--out", type=Path, default=RESULTS / "bench_programs.json")
     parser.add_argument("--plot", type=Path, default=RESULTS / "programs.png")
     parser.add_argument("--no-plot", action="store_true")
@@ -213,11 +250,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     env = environment()
     print(f"juliapool at {env['commit'][:10]}, Julia {env['julia']}, {env['cpus']} CPUs, "
-          f"load {env['loadavg_at_start'][0]:.2f}; {len(programs)} programs, modes {', '.join(modes)}")
-    rows = run_all(programs, modes, args.timeout)
+          f"load {env['loadavg_at_start'][0]:.2f}; {len(programs)} programs, modes {', '.join(modes)}"
+          + (f", {args.rounds} rounds" if args.rounds > 1 else ""))
+    rows = run_rounds(programs, modes, args.timeout, args.rounds)
     stats = summary(rows)
-    report(rows, stats, args.slowest)
-    write_json(args.out, {"environment": env, "corpus": str(args.dir), "modes": modes, "summary": stats, "rows": rows})
+    report(rows, stats, args.slowest, args.versus)
+    write_json(args.out, {"environment": env, "corpus": str(args.dir), "modes": modes, "rounds": args.rounds,
+                          "summary": stats, "rows": rows})
     if not args.no_plot:
         from plot_programs import plot  # matplotlib only here
 

@@ -37,6 +37,7 @@ include("compilation.jl")
 include("notebook.jl")
 include("ijulia.jl")
 include("piracy.jl")
+include("invalidation.jl")
 include("process_state.jl")
 
 # ---------------------------------------------------------------------------------------------

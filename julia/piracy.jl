@@ -174,27 +174,32 @@ end
 "A method is the call's own when its signature (which starts with the function's type) mentions a type of the call's modules."
 pirated(ms, tree) = any(m -> !mentions(m.sig, tree), ms)
 
-"""The reason word for the methods a call added since world `w`: "piracy" or ""."""
+"""The reason word for the methods a call added since world `w`: "piracy", "invalidated"
+(invalidation.jl) or ""."""
 function new_methods_reason(w::UInt, mod::Module, code::String)::String
     WORLD_FIELD == 0 && return "piracy"     # cannot tell: be safe
     tree = module_tree(mod)
-    ticks = world() - w
     own = own_new_methods(tree, w)
-    length(own) >= ticks && return ""
+    # Methods of the call's own functions only: no code compiled before the call can call them.
+    length(own) >= world() - w && return ""
+    pirated_since(w, mod, code, tree, own) && return "piracy"
+    return invalidated_since(w) ? "invalidated" : ""
+end
+
+"Is any method added since world `w` that is not among the call's `own` ones pirated?"
+function pirated_since(w::UInt, mod::Module, code::String, tree::Vector{Module}, own::Vector{Method})::Bool
     named = Method[]
     for f in named_functions(mod, code, tree), m in new_in(f, w)
         any(x -> x === m, named) || any(x -> x === m, own) || push!(named, m)
     end
-    if length(own) + length(named) >= ticks
-        return pirated(named, tree) ? "piracy" : ""
-    end
+    length(own) + length(named) >= world() - w && return pirated(named, tree)
     try
         for mt in all_method_tables()
-            pirated(new_in_table(mt, w), tree) && return "piracy"
+            pirated(new_in_table(mt, w), tree) && return true
         end
     catch err
         @debug "juliapool: method tables could not be read" err
-        return "piracy"     # cannot tell: be safe
+        return true     # cannot tell: be safe
     end
-    return ""
+    return false
 end

@@ -94,7 +94,7 @@ class ExecReply:
     stdout_bytes: bytes = b""
     stderr_bytes: bytes = b""
     # Why the worker cannot serve another caller after this call ("" = clean): "stdio", "package",
-    # "piracy", "main", "task", "cwd" (PROTOCOL.md, `O` frame). The pool retires it before anyone else uses it.
+    # "piracy", "invalidated", "main", "task", "cwd" (PROTOCOL.md, `O` frame). The pool retires it before anyone else uses it.
     retire_reason: str = ""
 
     @property

@@ -103,6 +103,8 @@ def test_plain_functions_structs_and_closures_cost_no_worker(pool):
 
 # ---- retired before anyone else gets the worker ---------------------------------------------------
 
+INVALIDATES = "struct M; x::Int; end; Base.convert(::Type{T}, m::M) where T<:Integer = convert(T, m.x)"
+
 @pytest.mark.parametrize("leak, check, want, reason", [
     ("@eval Main leaked = 42", "println(isdefined(Main, :leaked))", "false\n", "main"),
     ("Core.eval(Main, :(using Random))", "println(isdefined(Main, :Random))", "false\n", "main"),
@@ -114,6 +116,9 @@ def test_plain_functions_structs_and_closures_cost_no_worker(pool):
     # matches every type, the call's own among them, but is not its own
     ("struct P end; (::Type{X})(a::Symbol) where X = 1", "println(applicable(Int, :a))", "false\n", "piracy"),
     ("atexit(() -> println(\"bye\"))", 'println("ok")', "ok\n", "task"),
+    # the call's own method (it mentions M), but compiled Base code that converts to an Integer may
+    # now call it: Julia marks that code invalid, and a later caller would compile it again
+    (INVALIDATES, "reduce(+, 0, (1, 2))", "", "invalidated"),
 ])
 def test_what_cannot_be_undone_retires_the_worker(pool, leak, check, want, reason):
     first, second, same = leak_then_check(pool, leak, check)
@@ -176,6 +181,18 @@ def test_reset_after_piracy_in_a_session_moves_it_to_a_fresh_worker(pool):
         r = s.execute("println(length(5))")
         assert (r.stdout, r.worker_restarted) == ("1\n", False)
         assert one_pid(pool) != pid
+
+
+def test_a_session_keeps_its_worker_when_its_code_invalidates_compiled_code(pool):
+    with pool.session("invalidates") as s:
+        r = s.run(INVALIDATES + "; println(convert(Int, M(3)))", kernel=False)
+        assert (r.stdout, r.retire_reason) == ("3\n", "invalidated")
+        pid = one_pid(pool)
+        assert s.execute("println(convert(Int8, M(4)))").stdout == "4\n"
+        assert one_pid(pool) == pid
+    # no session lives there now: the next plain call meets a fresh worker
+    assert pool.execute("println(1)").stdout == "1\n"
+    assert one_pid(pool) != pid
 
 
 def test_session_whose_code_closes_stdout_goes_on_on_a_new_worker(pool):
