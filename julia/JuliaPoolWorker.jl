@@ -305,6 +305,20 @@ function handle_collect(frame::Frame)
     reply(frame, [isdefined(Base, :gc_live_bytes) ? string(Base.gc_live_bytes()) : "0"])
 end
 
+# Julia 1.5 to 1.9 collect when the bytes allocated since the last collection (`allocd`) reach a
+# budget (`collect`); Base.gc_num() shows both. Elsewhere the worker leaves collecting to Julia.
+const GC_BUDGET_KNOWN = isdefined(Base, :GC_Num) && hasfield(Base.GC_Num, :allocd) && hasfield(Base.GC_Num, :collect)
+
+"""Between requests, collect once more than half of the budget is spent: the collection the next
+call would stop for happens while the worker waits (one took 60 ms inside corpus program 0087, a
+program of 80 ms, after 21 others had run on its worker)."""
+function collect_if_due()
+    GC_BUDGET_KNOWN || return
+    n = Base.gc_num()
+    n.collect > 0 && n.allocd > n.collect ÷ 2 && GC.gc(false)
+    return nothing
+end
+
 function handle_quit(frame::Frame)
     try flush(stdout); flush(stderr) catch end     # they may have been closed by user code
     exit(0)
@@ -339,6 +353,7 @@ function serve()
         try
             bytesavailable(REQ_IO[]) == 0 && patch_show_once()
             prepare_spare_module()
+            bytesavailable(REQ_IO[]) == 0 && collect_if_due()
         finally
             Base.sigatomic_end()
         end
@@ -368,7 +383,7 @@ function compile_hot_path()
     for (f, types) in ((serve, ()), (next_request, ()), (read_frame, (P,)), (read_exact, (P, Int)),
                        (decode_body, (Vector{UInt8},)), (field_string, (Frame, Int)), (handle, (Frame,)),
                        (handle_exec, (Frame,)), (handle_guarded, (Frame,)), (module_for, (String,)), (fresh_module, ()),
-                       (prepare_spare_module, ()), (patch_show_once, ()), (new_module, (Symbol,)), (set_const, (Module, Symbol, EvalInto)),
+                       (prepare_spare_module, ()), (patch_show_once, ()), (collect_if_due, ()), (new_module, (Symbol,)), (set_const, (Module, Symbol, EvalInto)),
                        (set_const, (Module, Symbol, IncludeInto)), (write_marker, (Request, String)),
                        (evaluate, (Module, String, String, String)), (wait_interruptible, (Task,)), (pending_work, ()),
                        (encode_frame, (Char, UInt32, Vector{String})), (send_frame, (Char, UInt32, Vector{String})),
