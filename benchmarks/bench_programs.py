@@ -21,7 +21,8 @@ Modes:
 
 Prints per mode: programs matching the recorded output (mismatches listed, with the reason when the
 corpus flags the program), total / median / p90 seconds per program, and the slowest programs; then
-ratios to the first spawn mode, and the programs more than 1.5x slower than in the `--versus` mode. Writes results/bench_programs.json and results/programs.png.
+ratios to the first spawn mode, and the programs more than 1.5x slower than in the `--versus` mode.
+Writes results/bench_programs.json and results/programs.png.
 """
 
 from __future__ import annotations

@@ -7,11 +7,11 @@ not how patient each step is.
 from __future__ import annotations
 
 import os
-import time
 import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Callable, Iterator, List
 
