@@ -14,7 +14,7 @@ Modes:
     spawn           JuliaExecutor(): a new `julia -e CODE` per program (spawn:FLAGS: with those
                     Julia flags instead of SPAWN_OPT_FLAGS, e.g. "spawn:-O0" or "spawn:-O2")
     pool            JuliaProcessPool(size=2).run(code): a fresh module per program
-    session         a new Session of that pool per program, `kernel=False` (`julia -e` semantics)
+    session         a new Session per program on a pool of its own, `kernel=False` (`julia -e` semantics)
     pool:POLICY, session:POLICY   the same on a pool made with compile_policy=POLICY
     seed            the seed's pool, OpenEnv's julia_env JuliaProcessPool(size=2), from the checkout
                     named by $OPENENV_REPO (benchmarks/seed_pool.py): the issue's yardstick, in the same run
@@ -81,13 +81,15 @@ class Modes:
         self.pools: Dict[str, JuliaProcessPool] = {}
         self.seed: Optional[Any] = None
 
-    def pool(self, policy: str) -> JuliaProcessPool:
-        if policy not in self.pools:
+    def pool(self, mode: str, policy: str) -> JuliaProcessPool:
+        """Each mode has its own pool, so that the workers of every mode have run the same programs
+        before (what a worker ran before changes its times: compiled code kept, heap grown)."""
+        if mode not in self.pools:
             kw = {"compile_policy": policy} if policy else {}
             if kw and "compile_policy" not in inspect.signature(JuliaProcessPool).parameters:
                 raise SystemExit("this juliapool has no compile_policy argument")
-            self.pools[policy] = JuliaProcessPool(size=POOL_SIZE, timeout=self.timeout, **kw)
-        return self.pools[policy]
+            self.pools[mode] = JuliaProcessPool(size=POOL_SIZE, timeout=self.timeout, **kw)
+        return self.pools[mode]
 
     def runner(self, mode: str) -> Runner:
         kind, _, arg = mode.partition(":")
@@ -96,7 +98,7 @@ class Modes:
                         else JuliaExecutor(timeout=self.timeout))
             return lambda code: self._spawn(executor, code)
         if kind in ("pool", "session"):
-            pool = self.pool(arg)
+            pool = self.pool(mode, arg)
             return (lambda code: self._plain(pool, code)) if kind == "pool" else (lambda code: self._session(pool, code))
         if kind == "seed":
             from seed_pool import seed_pool

@@ -111,12 +111,12 @@ end
 lookup(ip) = try StackTraces.lookup(ip) catch; StackTraces.StackFrame[] end
 is_own_frame(f) = dirname(string(f.file)) == @__DIR__     # this file, kernel_support.jl, modules.jl, ...
 
-# Where the worker hands a statement to Julia: every frame past one of them is the worker's.
-const ENTRY_POINTS = (:include_string, :eval_in_turn)
+# Where the worker hands a statement to Julia (compile_policy.jl): every frame past it is the worker's.
+const ENTRY_POINTS = (:run_program,)
 
 """The user's frames of `bt`, each IP with what it looks up to. Kept: the frames before the first
-entry point (include_string, or notebook.jl's eval_in_turn), without the Core.eval frames some
-Julia versions put between it and the user's top-level code, and without the worker's own frames
+entry point, without the Core.eval frames some Julia versions put between it and the user's
+top-level code, and without the worker's own frames
 (its stdin and display stand-ins) wherever they are. Each IP is looked up once, and none past the
 entry point: a lookup costs about 1 ms on 1.5.3, and an error's text took 15 ms when each was
 looked up four times."""
@@ -159,8 +159,7 @@ function evaluate(mod::Module, code::String, filename::String, flags::String, hi
     try
         source = code
         code = kernel ? rewrite_cell(code) : code
-        split = cell_mapexpr(mod, false, filename)      # notebook.jl: `a; b` one statement at a time
-        run() = include_user_code(mod, code, filename, FLAG_SOFT_SCOPE in flags, split)     # compile_policy.jl
+        run() = include_user_code(mod, code, filename, FLAG_SOFT_SCOPE in flags)     # compile_policy.jl
         kernel && prepare_notebook!(mod)
         value = kernel ? with_kernel_io(() -> with_hooks(run), FLAG_ALLOW_INPUT in flags) : run()
         kernel && record_cell!(mod, source, value, history, code)

@@ -49,8 +49,8 @@ function warm_up_policy()
     code = "f(n) = n < 2 ? n : f(n - 1)\nfor i in 1:2, j in xs; g(i) end\nx = [i for i in 1:10^6]\nsum(1:3)"
     m = Module(:WarmUp)
     Core.eval(m, :(xs = [1]))
-    survey(m, code * "\nn = 10\nf(n)")
-    foreach(ex -> tiered_statement(m, ex), parse_statements(code))
+    survey(m, statements(parse_program(code * "\nn = 10\nf(n)", "warm-up")))
+    foreach(ex -> tiered_statement(m, ex), statements(parse_program(code, "warm-up")))
     forget_functions(m)
 end
 
@@ -75,20 +75,65 @@ function compile_printing()
     precompile(show, (IOContext{io}, MIME"text/plain", Matrix{Int}))
 end
 
-"Run the user's code as the policy says, `after` applied to each statement last (the caller restores
-the worker's own compile mode)."
-function include_user_code(mod::Module, code::String, filename::String, soft::Bool, after::Function=identity)
+"Run the user's code as the policy says (the caller restores the worker's own compile mode)."
+function include_user_code(mod::Module, code::String, filename::String, soft::Bool)
     policy = COMPILE_FIELD === nothing && POLICY[] != "compiled" ? "toplevel" : POLICY[]
     rewrite = policy == "toplevel" ? toplevel_statement : identity
     mapexpr = soft ? (rewrite === identity ? REPL.softscope : ex -> REPL.softscope(rewrite(ex))) : rewrite
+    program = parse_program(code, filename)
     if policy == "tiered"
         mapexpr = ex -> (soft ? REPL.softscope : identity)(tiered_statement(mod, ex))
-        SURVEY[] = try survey(mod, code) catch; NO_SURVEY end   # a guess never fails a call
+        SURVEY[] = try survey(mod, statements(program)) catch; NO_SURVEY end   # a guess never fails a call
     end
-    outer = after === identity ? mapexpr : ex -> after(mapexpr(ex))
-    run() = try include_string(outer, mod, code, filename) finally SURVEY[] = NO_SURVEY end
+    run() = try run_program(mapexpr, mod, program, filename) finally SURVEY[] = NO_SURVEY end
     policy == "compiled" || policy == "toplevel" && return compiled(run)
     return with_compile_mode(run, policy == "interpreted" ? COMPILE_MIN : COMPILE_ON)
+end
+
+# ---- parsed once, run statement by statement -------------------------------------------------
+#
+# The survey reads the whole program before it runs, and include_string would parse it again (on
+# 1.5 in C, where its statements cannot be handed over): ~1 us a character, 2 ms for a program of
+# 2 000, as much as running many small programs. So the program is parsed here, once, and run as
+# include_string does it from Julia 1.6 on (base/loading.jl, v1.6 to v1.12).
+
+"""The program as Julia's loader parses it: `Expr(:toplevel, line, statement, line, ...)`, a syntax
+error being the statement where it is (`Expr(:error)`, `Expr(:incomplete)`), so that the statements
+before it run first."""
+function parse_program(code::String, filename::String)::Expr
+    isdefined(Meta, :parseall) && return Meta.parseall(code; filename = filename)
+    # 1.5: the parse include_string's C loader runs (jl-parse-all), exported by libjulia
+    return ccall(:jl_parse_all, Any, (Ptr{UInt8}, Csize_t, Ptr{UInt8}, Csize_t),
+                 code, sizeof(code), filename, sizeof(filename))
+end
+
+"The statements of a parsed program, up to the first that does not parse."
+function statements(program::Expr)
+    out = Any[]
+    for ex in program.args
+        ex isa LineNumberNode && continue
+        ex isa Expr && ex.head in (:error, :incomplete) && break
+        push!(out, ex)
+    end
+    return out
+end
+
+"""`include_string(mapexpr, mod, code, filename)` on the parsed program: each statement evaluated, at
+its line, before the next is rewritten (`mapexpr` runs in the newest world, as the C loader of 1.5
+calls it), an error rethrown as the LoadError naming the statement's line. The ccall is Core.eval
+without its frame of boot.jl in user backtraces."""
+function run_program(mapexpr, mod::Module, program::Expr, filename::String)
+    line, value = LineNumberNode(1, Symbol(filename)), nothing
+    try
+        for ex in program.args
+            ex isa LineNumberNode && (line = ex; continue)
+            located = Expr(:toplevel, line, Base.invokelatest(mapexpr, ex))
+            value = ccall(:jl_toplevel_eval_in, Any, (Any, Any), mod, located)
+        end
+    catch err
+        rethrow(LoadError(filename, line.line, err))
+    end
+    return value
 end
 
 # Called by the marks at the start of a statement (the mode then holds for what the statement runs).

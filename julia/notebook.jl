@@ -1,7 +1,6 @@
 # What a notebook cell does beyond running code, as IJulia users know it. Included into the worker
 # module (JuliaPoolWorker.jl) after kernel_support.jl:
 #
-#   cell_mapexpr(mod, soft, filename)    each top-level statement evaluated before the next is expanded
 #   mime_display_bundle(mime, x)         display(mime, x), a string for a textual type being the data
 #   prepare_notebook!(mod)               `IJulia`, `In`, `Out`, `ans` in a notebook's module
 #   with_hooks(f)                        IJulia's pre-/post-execute and post-error hooks around a cell
@@ -10,78 +9,6 @@
 #   handle_guarded(frame)                no request may end the worker because of the worker's own error
 #
 # Stdlib only, Julia 1.5 syntax; version differences are found by feature detection (compat.jl).
-
-# ---------------------------------------------------------------------------------------------
-# One statement at a time: `using Markdown; md"**hi**"` on one line
-#
-# The REPL and `julia -e` evaluate the statements of `a; b` one after the other, so `b` may use a
-# macro that `a` loads. `include_string` on Julia 1.5 (its C loader, jl_parse_eval_all) expands the
-# whole line first and fails with `UndefVarError: @md_str not defined`; from 1.6 on, include_string
-# is Julia code that hands `Expr(:toplevel, a, b)` to Core.eval, which evaluates a then b (read in
-# base/loading.jl at v1.6.7 ... v1.12.5). Which case applies is found by trying (statements_split).
-
-"""
-    cell_mapexpr(mod, soft, filename) -> Function
-
-The `mapexpr` for `include_string(mapexpr, mod, code, filename)`: REPL soft scope when `soft`, and
-where the running Julia needs it, a line of several statements turned into a call that evaluates
-them one by one.
-"""
-function cell_mapexpr(mod::Module, soft::Bool, filename::String)::Function
-    scope = soft ? REPL.softscope : identity
-    needs_split() || return scope
-    last_line = Ref(1)
-    return function (ex)
-        ex = scope(ex)
-        last_line[] = something(first_line(ex, filename), last_line[])
-        (ex isa Expr && ex.head === :toplevel && length(ex.args) > 1) || return ex
-        # The call's own frame is marked as the worker's (this file), so backtraces drop it.
-        return Expr(:block, LineNumberNode(@__LINE__, Symbol(@__FILE__)),
-                    Expr(:call, eval_in_turn, mod, QuoteNode(ex), filename, last_line[]))
-    end
-end
-
-const SPLIT_NEEDED = Ref{Union{Bool,Nothing}}(nothing)
-
-"Does include_string expand a whole `a; b` line before evaluating `a`? Tried once, in a scratch module."
-function needs_split()::Bool
-    known = SPLIT_NEEDED[]
-    known === nothing || return known
-    needed = try
-        include_string(Module(:JuliaPoolProbe), "macro jp_probe() 1 end; @jp_probe()", "probe")
-        false
-    catch
-        true
-    end
-    SPLIT_NEEDED[] = needed
-    return needed
-end
-
-# The parser gives `a; b` no line of its own; a line node inside it (a macro call's, a function
-# body's) tells which line of the cell it is on. Without one, the last line seen is as good.
-function first_line(ex, filename::String)::Union{Int,Nothing}
-    if ex isa LineNumberNode
-        return string(ex.file) == filename ? ex.line : nothing
-    elseif ex isa Expr
-        for arg in ex.args
-            line = first_line(arg, filename)
-            line === nothing || return line
-        end
-    end
-    return nothing
-end
-
-# Each statement is evaluated with the cell's file and line, so errors point at `In[n]:line`; the
-# ccall is what Core.eval does (boot.jl), without adding a frame of boot.jl to user backtraces.
-function eval_in_turn(mod::Module, ex::Expr, filename::String, line::Int)
-    value = nothing
-    for arg in ex.args
-        arg isa LineNumberNode && continue
-        located = Expr(:toplevel, LineNumberNode(line, Symbol(filename)), arg)
-        value = ccall(:jl_toplevel_eval_in, Any, (Any, Any), mod, located)
-    end
-    return value
-end
 
 # ---------------------------------------------------------------------------------------------
 # display(mime, x) of data given as it is (used by KernelDisplay, kernel_support.jl)

@@ -315,12 +315,11 @@ Survey() = Survey(Set{Symbol}(), Set{Symbol}())
 const NO_SURVEY = Survey()        # never changed: what is known of code not surveyed
 const SURVEY = Ref(NO_SURVEY)     # of the code being run (include_user_code)
 
-function survey(mod::Module, code::String)::Survey
+function survey(mod::Module, statements::Vector{Any})::Survey
     defs = Dict{Symbol,Vector{Any}}()     # name => [(parameters, body)]
     known = Bound(mod, Dict{Symbol,Any}())
     found = Survey()
     short_calls = Dict{Symbol,Int}()
-    statements = parse_statements(code)
     for ex in statements
         collect_definitions!(defs, ex)
         for (name, args) in top_level_calls(ex)
@@ -339,18 +338,6 @@ function survey(mod::Module, code::String)::Survey
         name in found.hot || uses_of(name, statements) != calls + length(defs[name]) || push!(found.short, name)
     end
     return found
-end
-
-"The top-level statements of `code`, up to the first that does not parse."
-function parse_statements(code::String)
-    out, pos = Any[], 1
-    while pos <= ncodeunits(code)
-        ex, next = try Meta.parse(code, pos; raise = false) catch; break end
-        (next <= pos || (ex isa Expr && ex.head in (:error, :incomplete))) && break
-        ex === nothing || push!(out, ex)
-        pos = next
-    end
-    return out
 end
 
 function collect_definitions!(defs::Dict{Symbol,Vector{Any}}, @nospecialize(ex))

@@ -29,9 +29,8 @@ def test_const_declarations_instead_of_jl_set_const() -> None:
 
 def test_probes_on_this_julia(shared_pool: JuliaProcessPool) -> None:
     """What the feature probes find, against what reading Julia's source says of each version:
-    include_string expands a whole `a; b` line first only on 1.5 (its C loader); binding partitions
-    from 1.12; user types print as in Main on every version (by one hook or the other)."""
-    r = shared_pool.execute(f'println({WORKER}.needs_split() == (VERSION < v"1.6"), '
-                            f'{WORKER}.BINDING_PARTITIONS == (VERSION >= v"1.12-"), '
+    binding partitions from 1.12; user types print as in Main on every version (by one hook or the
+    other)."""
+    r = shared_pool.execute(f'println({WORKER}.BINDING_PARTITIONS == (VERSION >= v"1.12-"), '
                             f'{WORKER}.compat_forced("set_const"), {WORKER}.shows_as_main())')
-    assert r.stdout == "truetruefalsetrue\n", r
+    assert r.stdout == "truefalsetrue\n", r
