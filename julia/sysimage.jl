@@ -49,8 +49,12 @@ end
 for f in (JuliaPoolWorker.compile_from_here, JuliaPoolWorker.interpret_from_here)
     precompile(f, ())
 end
-# The policy's tables of names, looked up with `in` on a name of any type (so never inferred).
+# The policy's tables of names, looked up with `in` on a name of any type (so never inferred): a
+# symbol, or what else a syntax tree puts there (a docstring's macro is `GlobalRef(Core, :@doc)`;
+# compiling `in` for it took 3 to 8 ms at a worker's first docstring).
 for name in names(JuliaPoolWorker; all = true)
     v = isdefined(JuliaPoolWorker, name) ? getfield(JuliaPoolWorker, name) : nothing
-    v isa Tuple && !isempty(v) && all(x -> x isa Symbol, v) && precompile(in, (Symbol, typeof(v)))
+    if v isa Tuple && !isempty(v) && all(x -> x isa Symbol, v)
+        foreach(T -> precompile(in, (T, typeof(v))), (Symbol, GlobalRef, Expr))
+    end
 end

@@ -85,6 +85,7 @@ POLICY_WORKLOAD = """
 using Printf
 const N = 10
 mutable struct Node; v::Int; next::Union{Node,Nothing}; end
+"How many nodes follow `n`."
 function walk(n)
     c = 0
     while n.next !== nothing
