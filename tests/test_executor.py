@@ -22,6 +22,8 @@ PARITY = [
     ("error in function", 'f() = error("inner")\ng() = f()\ng()'),
     ("argument error", 'println("partial"); throw(ArgumentError("bad"))'),
     ("load and use a macro on one line", 'using Printf; @printf("%d\\n", 3); x = 1; @printf("%d\\n", x)'),
+    # `b` uses the macro `a` defines: the statements of a line are evaluated in turn, as by `julia -e`
+    ("define and use a macro on one line", "macro twice(x) :(2 * $(esc(x))) end; println(@twice 21)"),
     ("undefined variable", "println(undefined_thing)"),
     ("syntax error", "x = )"),
     ("exit 3", 'println("bye"); exit(3)'),
